@@ -1,0 +1,10 @@
+//! irtdb's jobs, one module each, used by the CLI: the CLI parses arguments and prints, this
+//! crate does the work by composing the library crates (plugins through `irtdb-plugin-api`'s
+//! host, images through `irtdb-image`, storage through `irtdb-store`, search through
+//! `irtdb-index`). It holds no SQL and no FFI.
+
+pub mod embed;
+pub mod model;
+
+pub use embed::{embed_files, EmbedOutcome, Embedder};
+pub use model::{ModelSpec, DEFAULT_PLUGIN};

@@ -1,0 +1,154 @@
+//! Which plugin, weights, pooling and preprocessing make a model, and opening it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use irtdb_core::{Backbone, BackboneInfo, Pool};
+use irtdb_plugin_api::host::{Plugin, PluginBackbone};
+use serde::{Deserialize, Serialize};
+
+/// The plugin used when none is named.
+pub const DEFAULT_PLUGIN: &str = "ort-tensorrt";
+
+/// Everything needed to embed images the same way twice: stored with a collection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Plugin name or library path, as given to `--plugin`.
+    pub plugin: String,
+    /// The weights (`.onnx` or `.safetensors`), absolute.
+    pub model: PathBuf,
+    pub pooling: Pool,
+    /// Execution providers to insist on (None: the plugin's default chain).
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+    /// Preprocessing overrides handed to the plugin (e.g. `{"crop_pct": 1.0}`).
+    #[serde(default)]
+    pub preprocess: Option<serde_json::Value>,
+}
+
+impl ModelSpec {
+    pub fn new(plugin: Option<&str>, model: &Path, pooling: Pool) -> Result<Self> {
+        if !model.exists() {
+            bail!(
+                "model file {} does not exist: pass --model with an .onnx file or a timm-named \
+                 ViT/DeiT .safetensors file (`irtdb model random` writes a random-weight one)",
+                model.display()
+            );
+        }
+        let model =
+            model.canonicalize().with_context(|| format!("resolving {}", model.display()))?;
+        Ok(Self {
+            plugin: plugin.unwrap_or(DEFAULT_PLUGIN).to_string(),
+            model,
+            pooling,
+            providers: None,
+            preprocess: None,
+        })
+    }
+
+    /// The JSON handed to the plugin's `backbone_create`.
+    pub fn plugin_config(&self) -> serde_json::Value {
+        let mut c = serde_json::json!({ "model": self.model });
+        if let Some(p) = &self.providers {
+            c["providers"] = serde_json::json!(p);
+        }
+        if let Some(p) = &self.preprocess {
+            c["preprocess"] = p.clone();
+        }
+        c
+    }
+
+    /// Loads the plugin and creates the backbone.
+    pub fn open(&self) -> Result<(Plugin, PluginBackbone)> {
+        let plugin = Plugin::open(&self.plugin)?;
+        let backbone = plugin.create_backbone(&self.plugin_config())?;
+        let info = backbone.info();
+        if !matches!(self.pooling, Pool::Cls) && info.output == irtdb_core::OutputKind::Pooled {
+            bail!(irtdb_core::Error::NeedsTokens { pooling: self.pooling.name() });
+        }
+        Ok((plugin, backbone))
+    }
+
+    /// blake3 of the weights file, hex: identifies the weights whatever their path.
+    pub fn weights_hash(&self) -> Result<String> {
+        let mut hasher = blake3::Hasher::new();
+        let mut file = std::fs::File::open(&self.model)
+            .with_context(|| format!("opening model {}", self.model.display()))?;
+        std::io::copy(&mut file, &mut hasher)
+            .with_context(|| format!("reading model {}", self.model.display()))?;
+        Ok(hasher.finalize().to_hex().to_string())
+    }
+}
+
+/// A short human description of a backbone, for progress lines.
+pub fn describe(info: &BackboneInfo) -> String {
+    format!(
+        "{} ({}-d {}, input {}x{}, on {})",
+        info.architecture,
+        info.dim,
+        match info.output {
+            irtdb_core::OutputKind::Tokens { prefix } => format!("tokens, {prefix} prefix"),
+            irtdb_core::OutputKind::Pooled => "pooled".into(),
+        },
+        info.preprocess.size[0],
+        info.preprocess.size[1],
+        info.provider
+    )
+}
+
+/// Options for [`write_random_model`].
+#[derive(Clone, Debug)]
+pub struct RandomModel {
+    /// A preset of `irtdb_onnx::testing::deit_config` (e.g. `deit_tiny_patch16_224`).
+    pub arch: String,
+    pub depth: Option<usize>,
+    pub image_size: Option<usize>,
+    pub seed: u64,
+}
+
+/// Writes a random-weight ViT (timm names, safetensors) to `out` and its model card to
+/// `out.with_extension("json")` (`random_weights: true`, `num_heads`, `preprocess`). Returns the
+/// configuration written.
+pub fn write_random_model(opts: &RandomModel, out: &Path) -> Result<irtdb_onnx::VitConfig> {
+    let Some(mut cfg) = irtdb_onnx::testing::deit_config(&opts.arch) else {
+        bail!(
+            "unknown architecture '{}': use deit_tiny_patch16_224, deit_small_patch16_224, \
+             deit_base_patch16_224 or vit_micro",
+            opts.arch
+        );
+    };
+    if let Some(d) = opts.depth {
+        cfg.depth = d;
+    }
+    if let Some(s) = opts.image_size {
+        anyhow::ensure!(
+            s > 0 && s % cfg.patch == 0,
+            "image size {s} is not a positive multiple of the patch size {}",
+            cfg.patch
+        );
+        cfg.img_size = [s, s];
+    }
+    let tensors = irtdb_onnx::testing::random_vit(&cfg, opts.seed);
+    irtdb_onnx::testing::save_safetensors(out, &tensors)?;
+    let card = out.with_extension("json");
+    let card_json = serde_json::json!({
+        "architecture": cfg.architecture,
+        "num_heads": cfg.heads,
+        "random_weights": true,
+        "seed": opts.seed,
+        "config": cfg,
+        "preprocess": irtdb_core::Preprocess::imagenet(cfg.img_size[0] as u32),
+    });
+    std::fs::write(&card, serde_json::to_string_pretty(&card_json)?)
+        .with_context(|| format!("writing {}", card.display()))?;
+    Ok(cfg)
+}
+
+/// True when the model card beside `model` says its weights are random.
+pub fn is_random_weights(model: &Path) -> bool {
+    std::fs::read_to_string(model.with_extension("json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|j| j.get("random_weights").and_then(|v| v.as_bool()))
+        .unwrap_or(false)
+}

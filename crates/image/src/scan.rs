@@ -1,0 +1,169 @@
+//! Finding the images of a collection, and fingerprinting them.
+//!
+//! `irtdb index` diffs the folder against the database on every run, so the scan must be
+//! deterministic (sorted), cheap (metadata only; hashing is a separate, explicit step), and must
+//! finish on any tree a user points it at: unreadable folders, broken links, symlink loops and
+//! non-UTF-8 names become [`ScanResult::problems`], never panics or hangs.
+
+use std::fs::{self, File};
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use walkdir::WalkDir;
+
+use crate::error::{Error, Result};
+use crate::has_image_extension;
+
+/// How [`scan`] walks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanOptions {
+    /// Descend into symbolic links to directories (default false). Loops are detected and
+    /// reported as problems either way. Symbolic links to files are always listed.
+    pub follow_links: bool,
+    /// Also list hidden files and descend into hidden folders (names starting with `.`). Off by
+    /// default: `.thumbnails/`, `.git/` and macOS `._IMG.jpg` resource forks are not images.
+    pub include_hidden: bool,
+}
+
+/// One image file found by [`scan`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannedFile {
+    /// Path relative to the scanned root, `/`-separated. Names that are not UTF-8 are converted
+    /// lossily (and reported in [`ScanResult::problems`]); use `abs_path` to open the file.
+    pub rel_path: String,
+    /// The file's path: the root made absolute (without resolving links), joined with the
+    /// relative path.
+    pub abs_path: PathBuf,
+    /// Size in bytes (of the link target for a symbolic link).
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch (negative before it; 0 if unknown).
+    pub mtime_ns: i64,
+    /// The folder holding the file, relative to the root and `/`-separated (`cats` for
+    /// `cats/1.jpg`, `a/b` for `a/b/2.jpg`); `None` for files directly in the root.
+    pub label: Option<String>,
+}
+
+/// Everything [`scan`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanResult {
+    /// Image files, sorted by `rel_path`.
+    pub files: Vec<ScannedFile>,
+    /// Places that could not be read or were odd, with a description; sorted by path.
+    pub problems: Vec<(PathBuf, String)>,
+}
+
+/// Walks `root` recursively and lists the files with an image extension ([`crate::IMAGE_EXTENSIONS`],
+/// case-insensitive). Reads metadata only, never content. Never panics: whatever cannot be read is
+/// listed in [`ScanResult::problems`] and the walk goes on.
+pub fn scan(root: &Path, opts: &ScanOptions) -> ScanResult {
+    let mut result = ScanResult::default();
+    let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let walker = WalkDir::new(root)
+        .follow_links(opts.follow_links)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || opts.include_hidden || !is_hidden(e.file_name()));
+
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                let message = match (e.loop_ancestor(), e.io_error()) {
+                    (Some(ancestor), _) => format!(
+                        "symbolic link loop: leads back to {}, not followed again",
+                        ancestor.display()
+                    ),
+                    (None, Some(io)) => format!("cannot read: {io}"),
+                    (None, None) => e.to_string(),
+                };
+                result.problems.push((path, message));
+                continue;
+            }
+        };
+        if entry.file_type().is_dir() || !has_image_extension(entry.path()) {
+            continue;
+        }
+        // Links are listed by what they point to; a link to a folder is not descended unless
+        // follow_links (then walkdir already reports it as a folder).
+        let metadata = if entry.path_is_symlink() {
+            fs::metadata(entry.path())
+        } else {
+            entry.metadata().map_err(|e| {
+                e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk error"))
+            })
+        };
+        let metadata = match metadata {
+            Ok(m) => m,
+            Err(e) if entry.path_is_symlink() => {
+                result
+                    .problems
+                    .push((entry.path().to_path_buf(), format!("broken symbolic link: {e}")));
+                continue;
+            }
+            Err(e) => {
+                result
+                    .problems
+                    .push((entry.path().to_path_buf(), format!("cannot read metadata: {e}")));
+                continue;
+            }
+        };
+        if !metadata.is_file() {
+            continue;
+        }
+
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let (rel, abs_path) = if rel.as_os_str().is_empty() {
+            // The root itself is a file: list it under its own name.
+            (Path::new(entry.file_name()), abs_root.clone())
+        } else {
+            (rel, abs_root.join(rel))
+        };
+        let mut parts = Vec::new();
+        let mut lossy = false;
+        for component in rel.components() {
+            if let Component::Normal(name) = component {
+                lossy |= name.to_str().is_none();
+                parts.push(name.to_string_lossy().into_owned());
+            }
+        }
+        let rel_path = parts.join("/");
+        if lossy {
+            result.problems.push((
+                entry.path().to_path_buf(),
+                format!("file name is not valid UTF-8; listed as {rel_path:?}"),
+            ));
+        }
+        let label = (parts.len() > 1).then(|| parts[..parts.len() - 1].join("/"));
+        result.files.push(ScannedFile {
+            rel_path,
+            abs_path,
+            size: metadata.len(),
+            mtime_ns: metadata.modified().map(mtime_ns).unwrap_or(0),
+            label,
+        });
+    }
+    result.files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    result.problems.sort();
+    result
+}
+
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
+}
+
+fn mtime_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_nanos()).map(|n| -n).unwrap_or(i64::MIN),
+    }
+}
+
+/// BLAKE3 of the file's content, lower-case hex (64 characters). Streams the file.
+pub fn content_hash(path: &Path) -> Result<String> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(file).map_err(|e| Error::io(path, e))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}

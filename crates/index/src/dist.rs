@@ -1,0 +1,200 @@
+//! Inner-product kernels and the HNSW distance built on them.
+//!
+//! Why a hand-written kernel: every HNSW insert and search spends most of its time in distance
+//! evaluations between 128-d vectors. hnsw_rs's stock [`hnsw_rs::prelude::DistDot`] (with the
+//! `simdeez_f` feature) redoes its runtime CPU dispatch on every call, keeps a single 8-lane
+//! accumulator (a serial dependency chain of adds) and asserts `dot <= 1.000002`, so a slightly
+//! un-normalised vector aborts a whole parallel build. [`dot`] keeps four independent 8-lane FMA
+//! accumulators (32 floats per iteration), falls back to a portable scalar loop on CPUs without
+//! AVX2+FMA, and [`DistDotFast`] clamps instead of asserting.
+//!
+//! [`DistDotFast`] is what [`crate::HnswIndex`] uses by default; the stock distance stays
+//! available ([`crate::DistanceKind::Stock`]) as the yardstick the benchmark compares against.
+
+use hnsw_rs::prelude::Distance;
+
+/// Inner product of two equally long slices, AVX2+FMA when the CPU has it.
+///
+/// # Panics
+/// If the lengths differ.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: slices of different lengths");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above), and
+            // `dot_avx2_fma` reads only within both slices, whose lengths are equal.
+            return unsafe { dot_avx2_fma(a, b) };
+        }
+    }
+    dot_scalar(a, b)
+}
+
+/// Whether [`dot`] takes the AVX2+FMA path on this machine.
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2_fma()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn has_avx2_fma() -> bool {
+    // std caches the CPUID result; each call is an atomic load and a bit test.
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// Portable inner product: eight independent partial sums so that the compiler can vectorise it
+/// with whatever the target baseline offers (SSE2 on x86_64) and so that rounding behaves like
+/// the SIMD path's (pairwise-ish rather than one long serial sum).
+pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_scalar: slices of different lengths");
+    let mut acc = [0.0f32; 8];
+    let chunks_a = a.chunks_exact(8);
+    let chunks_b = b.chunks_exact(8);
+    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for i in 0..8 {
+            acc[i] += ca[i] * cb[i];
+        }
+    }
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA, and `a.len() == b.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len();
+    let pa = a.as_ptr();
+    let pb = b.as_ptr();
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut acc2 = _mm256_setzero_ps();
+    let mut acc3 = _mm256_setzero_ps();
+    let mut i = 0;
+    // SAFETY (all loads below): every load reads 8 floats starting at index `i + off` where the
+    // loop conditions guarantee `i + off + 8 <= n`, and both slices have length `n`. Unaligned
+    // loads (`loadu`) have no alignment requirement.
+    while i + 32 <= n {
+        unsafe {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8)),
+                _mm256_loadu_ps(pb.add(i + 8)),
+                acc1,
+            );
+            acc2 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 16)),
+                _mm256_loadu_ps(pb.add(i + 16)),
+                acc2,
+            );
+            acc3 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 24)),
+                _mm256_loadu_ps(pb.add(i + 24)),
+                acc3,
+            );
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        unsafe {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+        }
+        i += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+    // Horizontal sum of 8 lanes: 256 → 128 → 64 → 32 bits.
+    let lo = _mm256_castps256_ps128(sum);
+    let hi = _mm256_extractf128_ps::<1>(sum);
+    let s4 = _mm_add_ps(lo, hi);
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
+    let mut total = _mm_cvtss_f32(s1);
+    while i < n {
+        // SAFETY: i < n and both slices have length n.
+        unsafe {
+            total += *pa.add(i) * *pb.add(i);
+        }
+        i += 1;
+    }
+    total
+}
+
+/// HNSW distance for L2-normalised vectors: `max(0, 1 - dot(a, b))`, computed with [`dot`].
+///
+/// The score reported to callers is `1 - distance`, i.e. the inner product (capped at 1 where
+/// rounding pushes a self-match above it). The clamp replaces the stock distance's assertion: a
+/// vector whose norm is off by rounding must not abort an index build.
+///
+/// The type name matters: hnsw_rs writes it into its `.hnsw.graph` description and, on reload,
+/// compares it with the distance type asked for. Renaming this type makes old index files
+/// unloadable (they then fail with an error, not a panic, and `irtdb index` rebuilds them).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DistDotFast;
+
+impl Distance<f32> for DistDotFast {
+    #[inline]
+    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
+        (1.0 - dot(va, vb)).max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn naive_f64(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+    }
+
+    #[test]
+    fn simd_matches_scalar_on_odd_lengths() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for len in [0usize, 1, 3, 7, 8, 9, 15, 31, 33, 63, 127, 129, 383, 385, 1001] {
+            for _ in 0..20 {
+                let a: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let b: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let reference = naive_f64(&a, &b);
+                let fast = dot(&a, &b);
+                let scalar = dot_scalar(&a, &b);
+                let tol = 1e-5 * (1.0 + (len as f64).sqrt());
+                assert!((fast - scalar).abs() as f64 <= tol, "len {len}: {fast} vs {scalar}");
+                assert!((fast as f64 - reference).abs() <= tol, "len {len}: {fast} vs {reference}");
+            }
+        }
+    }
+
+    #[test]
+    fn normalised_vectors_agree_within_1e5() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        for len in [5usize, 17, 127, 128, 129, 384, 385] {
+            let mut a: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut b: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+            for v in [&mut a, &mut b] {
+                let n = dot_scalar(v, v).sqrt();
+                v.iter_mut().for_each(|x| *x /= n);
+            }
+            let d_fast = DistDotFast.eval(&a, &b);
+            let d_scalar = (1.0 - dot_scalar(&a, &b)).max(0.0);
+            assert!((d_fast - d_scalar).abs() <= 1e-5, "len {len}: {d_fast} vs {d_scalar}");
+            assert!(DistDotFast.eval(&a, &a) <= 1e-5);
+            assert!(DistDotFast.eval(&a, &a) >= 0.0);
+        }
+    }
+
+    #[test]
+    fn clamps_instead_of_panicking() {
+        let a = [1.5f32, 0.0, 0.0];
+        assert_eq!(DistDotFast.eval(&a, &a), 0.0);
+    }
+}

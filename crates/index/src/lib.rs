@@ -1,0 +1,26 @@
+//! irtdb-index: the numerical core between descriptors and query results.
+//!
+//! - [`Pca`]: reduces descriptors (typically 384-d ViT features) to the index dimension (128),
+//!   fitted from the covariance matrix and a symmetric eigensolver; the stock linfa-reduction fit
+//!   is kept as [`Pca::fit_linfa`] for comparison.
+//! - [`exact_search`]: blocked, parallel brute-force top-k by inner product; the ground truth for
+//!   HNSW and the search path for small collections.
+//! - [`HnswIndex`]: hnsw_rs graph with a hand-written AVX2+FMA distance ([`DistDotFast`]),
+//!   durable save, and a load that turns every bad file into an error naming it.
+//!
+//! Everything takes and returns plain row-major `f32` slices, so callers never see the ndarray
+//! 0.16 that linfa needs (it is confined to one private module, `nd`). This crate does no SQL and
+//! no image work; the engine owns those.
+
+mod dist;
+mod error;
+mod exact;
+mod hnsw;
+mod nd;
+mod pca;
+
+pub use dist::{dot, dot_scalar, simd_available, DistDotFast};
+pub use error::{Error, Result};
+pub use exact::exact_search;
+pub use hnsw::{DistanceKind, HnswIndex, HnswParams, INDEX_FORMAT_VERSION};
+pub use pca::{l2_normalise, Pca};

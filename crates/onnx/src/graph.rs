@@ -1,0 +1,514 @@
+//! Writing the ViT forward pass as an ONNX graph (opset 17, IR version 8).
+//!
+//! Why this module exists: ONNX Runtime (and TensorRT behind it) runs graphs, not timm
+//! checkpoints. The graph mirrors timm's `VisionTransformer.forward_features` op by op, so that
+//! [`crate::reference::forward`] (the same maths in plain loops) can check it number for number.
+//! Only standard ONNX operators are used, all available since opset 17, so any ONNX Runtime
+//! execution provider (CPU, CUDA, TensorRT) can run it.
+
+use std::collections::HashSet;
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::proto::{
+    tensor_shape_proto::Dimension, AttributeProto, AttributeType, DataType, GraphProto, ModelProto,
+    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, ValueInfoProto,
+};
+use crate::VitWeights;
+
+/// ONNX opset of the graph (LayerNormalization needs 17).
+pub const OPSET: i64 = 17;
+/// ONNX IR version of the model.
+const IR_VERSION: i64 = 8;
+/// Name of the graph input: f32 `[batch, 3, H, W]`, normalised pixels.
+pub const INPUT_NAME: &str = "pixel_values";
+/// Name of the output of [`GraphOutput::Tokens`]: f32 `[batch, T, D]`.
+pub const TOKENS_OUTPUT: &str = "tokens";
+/// Name of the output of [`GraphOutput::PooledCls`]: f32 `[batch, D]`.
+pub const POOLED_OUTPUT: &str = "pooled";
+/// Symbolic name of the batch dimension.
+const BATCH: &str = "batch";
+
+/// What the graph returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphOutput {
+    /// `tokens` `[batch, T, D]`: every token after the final norm (prefix tokens first).
+    Tokens,
+    /// `pooled` `[batch, D]`: the class token after the final norm; for a distilled DeiT the
+    /// mean of the class and distillation tokens, as timm does at inference.
+    PooledCls,
+}
+
+/// Builds the ONNX graph of `w` and returns the serialized `ModelProto`.
+///
+/// Weights are stored as initializers (raw little-endian f32); linear layers use weights
+/// pre-transposed to `[in, out]` so that each is one `MatMul` plus an `Add`. Node names follow
+/// timm's module names (`blocks.3.attn.qkv`), with `/step` suffixes for the smaller steps. The
+/// model's metadata carries the [`crate::VitConfig`] as JSON under `irtdb.vit_config`.
+pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
+    w.check()?;
+    let c = &w.config;
+    let (d, t) = (c.dim as i64, c.num_tokens() as i64);
+    let mut g = GraphBuilder::default();
+
+    // Patch embedding: Conv with stride P, then [B, D, gh, gw] → [B, M, D].
+    g.weight(w, "patch_embed.proj.weight")?;
+    g.weight(w, "patch_embed.proj.bias")?;
+    let p = c.patch as i64;
+    let x = g.add_node(
+        "Conv",
+        "patch_embed.proj",
+        &[INPUT_NAME, "patch_embed.proj.weight", "patch_embed.proj.bias"],
+        vec![attr_ints("kernel_shape", &[p, p]), attr_ints("strides", &[p, p])],
+    );
+    let shape = g.const_i64("patch_embed.flatten.shape", &[0, d, -1]);
+    let x = g.add_node("Reshape", "patch_embed.flatten", &[&x, &shape], vec![]);
+    let x = g.add_node("Transpose", "patch_embed.transpose", &[&x], vec![perm(&[0, 2, 1])]);
+
+    // Prefix tokens, expanded to the batch size, in front of the patches.
+    g.weight(w, "cls_token")?;
+    let prefix = if c.prefix_tokens == 2 {
+        g.weight(w, "dist_token")?;
+        g.add_node("Concat", "prefix_tokens", &["cls_token", "dist_token"], vec![axis(1)])
+    } else {
+        "cls_token".to_owned()
+    };
+    let in_shape = g.add_node("Shape", "batch_size/shape", &[INPUT_NAME], vec![]);
+    let (zero, one) = (g.const_i64("const.0", &[0]), g.const_i64("const.1", &[1]));
+    let batch = g.add_node("Slice", "batch_size", &[&in_shape, &zero, &one, &zero], vec![]);
+    let rest = g.const_i64("prefix_tokens/expand.rest", &[c.prefix_tokens as i64, d]);
+    let target =
+        g.add_node("Concat", "prefix_tokens/expand.shape", &[&batch, &rest], vec![axis(0)]);
+    let prefix = g.add_node("Expand", "prefix_tokens/expand", &[&prefix, &target], vec![]);
+    let x = g.add_node("Concat", "tokens/concat", &[&prefix, &x], vec![axis(1)]);
+    g.weight(w, "pos_embed")?;
+    let mut x = g.add_node("Add", "pos_embed/add", &[&x, "pos_embed"], vec![]);
+
+    let scale = g.const_f32("const.attn_scale", (c.head_dim() as f32).powf(-0.5));
+    let qkv_shape = g.const_i64("const.qkv_shape", &[0, 0, 3, c.heads as i64, c.head_dim() as i64]);
+    let merge_shape = g.const_i64("const.merge_heads_shape", &[0, 0, d]);
+    let indices = [0, 1, 2].map(|i| g.const_i64_scalar(&format!("const.index.{i}"), i));
+    let sqrt2 = g.const_f32("const.sqrt2", std::f32::consts::SQRT_2);
+    let (half, unit) = (g.const_f32("const.half", 0.5), g.const_f32("const.one", 1.0));
+
+    for i in 0..c.depth {
+        let b = format!("blocks.{i}");
+        // Attention branch.
+        let h = g.layer_norm(w, &x, &format!("{b}.norm1"), c.ln_eps)?;
+        let qkv = g.linear(w, &h, &format!("{b}.attn.qkv"), c.qkv_bias)?;
+        let qkv =
+            g.add_node("Reshape", &format!("{b}.attn/split_heads"), &[&qkv, &qkv_shape], vec![]);
+        // [B, T, 3, heads, hd] → [3, B, heads, T, hd]
+        let qkv = g.add_node(
+            "Transpose",
+            &format!("{b}.attn/qkv_first"),
+            &[&qkv],
+            vec![perm(&[2, 0, 3, 1, 4])],
+        );
+        let [q, k, v] = [0, 1, 2].map(|j| {
+            let name = format!("{b}.attn/{}", ["q", "k", "v"][j]);
+            g.add_node("Gather", &name, &[&qkv, &indices[j]], vec![axis(0)])
+        });
+        let q = g.add_node("Mul", &format!("{b}.attn/q_scaled"), &[&q, &scale], vec![]);
+        let kt =
+            g.add_node("Transpose", &format!("{b}.attn/k_t"), &[&k], vec![perm(&[0, 1, 3, 2])]);
+        let logits = g.add_node("MatMul", &format!("{b}.attn/logits"), &[&q, &kt], vec![]);
+        let probs = g.add_node("Softmax", &format!("{b}.attn/softmax"), &[&logits], vec![axis(-1)]);
+        let ctx = g.add_node("MatMul", &format!("{b}.attn/context"), &[&probs, &v], vec![]);
+        let ctx = g.add_node(
+            "Transpose",
+            &format!("{b}.attn/merge_heads.t"),
+            &[&ctx],
+            vec![perm(&[0, 2, 1, 3])],
+        );
+        let ctx =
+            g.add_node("Reshape", &format!("{b}.attn/merge_heads"), &[&ctx, &merge_shape], vec![]);
+        let mut y = g.linear(w, &ctx, &format!("{b}.attn.proj"), true)?;
+        if c.layer_scale {
+            y = g.layer_scale(w, &y, &format!("{b}.ls1"))?;
+        }
+        x = g.add_node("Add", &format!("{b}/residual1"), &[&x, &y], vec![]);
+
+        // MLP branch with exact GELU: 0.5 · x · (1 + erf(x / √2)).
+        let h = g.layer_norm(w, &x, &format!("{b}.norm2"), c.ln_eps)?;
+        let h = g.linear(w, &h, &format!("{b}.mlp.fc1"), true)?;
+        let act = format!("{b}.mlp.act");
+        let e = g.add_node("Div", &format!("{act}/div_sqrt2"), &[&h, &sqrt2], vec![]);
+        let e = g.add_node("Erf", &format!("{act}/erf"), &[&e], vec![]);
+        let e = g.add_node("Add", &format!("{act}/add_one"), &[&e, &unit], vec![]);
+        let e = g.add_node("Mul", &format!("{act}/mul_x"), &[&h, &e], vec![]);
+        let h = g.add_node("Mul", &act, &[&e, &half], vec![]);
+        let mut y = g.linear(w, &h, &format!("{b}.mlp.fc2"), true)?;
+        if c.layer_scale {
+            y = g.layer_scale(w, &y, &format!("{b}.ls2"))?;
+        }
+        x = g.add_node("Add", &format!("{b}/residual2"), &[&x, &y], vec![]);
+    }
+    let x = g.layer_norm(w, &x, "norm", c.ln_eps)?;
+
+    let batch_dim = || Dimension::symbol(BATCH);
+    let out_info = match output {
+        GraphOutput::Tokens => {
+            g.add_node_named("Identity", "output", &[&x], TOKENS_OUTPUT, vec![]);
+            let dims = [batch_dim(), Dimension::fixed(t), Dimension::fixed(d)];
+            ValueInfoProto::tensor(TOKENS_OUTPUT, DataType::Float, dims)
+        }
+        GraphOutput::PooledCls => {
+            if c.prefix_tokens == 2 {
+                // timm: (x[:, 0] + x[:, 1]) / 2 for distilled models at inference.
+                let end = g.const_i64("const.2", &[2]);
+                let both = g.add_node("Slice", "pool/prefix", &[&x, &zero, &end, &one], vec![]);
+                g.add_node_named(
+                    "ReduceMean",
+                    "pool",
+                    &[&both],
+                    POOLED_OUTPUT,
+                    vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
+                );
+            } else {
+                g.add_node_named(
+                    "Gather",
+                    "pool",
+                    &[&x, &indices[0]],
+                    POOLED_OUTPUT,
+                    vec![axis(1)],
+                );
+            }
+            ValueInfoProto::tensor(
+                POOLED_OUTPUT,
+                DataType::Float,
+                [batch_dim(), Dimension::fixed(d)],
+            )
+        }
+    };
+
+    let [ih, iw] = c.img_size.map(|s| s as i64);
+    let input = ValueInfoProto::tensor(
+        INPUT_NAME,
+        DataType::Float,
+        [batch_dim(), Dimension::fixed(3), Dimension::fixed(ih), Dimension::fixed(iw)],
+    );
+    let config_json = serde_json::to_string(c).map_err(|e| Error::Config {
+        origin: w.origin().to_owned(),
+        what: format!("the config cannot be written as JSON ({e})"),
+        hint: "report this as a bug".to_owned(),
+    })?;
+    let model = ModelProto {
+        ir_version: Some(IR_VERSION),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: Some(OPSET) }],
+        producer_name: "irtdb-onnx".to_owned(),
+        producer_version: env!("CARGO_PKG_VERSION").to_owned(),
+        doc_string: format!("{} built by irtdb-onnx from {}", c.architecture, w.origin()),
+        graph: Some(GraphProto {
+            node: g.nodes,
+            name: c.architecture.clone(),
+            initializer: g.initializers,
+            input: vec![input],
+            output: vec![out_info],
+            ..GraphProto::default()
+        }),
+        metadata_props: vec![StringStringEntryProto {
+            key: "irtdb.vit_config".to_owned(),
+            value: config_json,
+        }],
+        ..ModelProto::default()
+    };
+    Ok(model.encode_to_vec())
+}
+
+/// Accumulates nodes and initializers; every node has one output named like the node.
+#[derive(Default)]
+struct GraphBuilder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    /// Every value name so far, to catch a duplicate (a builder bug) early.
+    names: HashSet<String>,
+}
+
+impl GraphBuilder {
+    /// Adds node `name` running `op` on `inputs`; its single output is also called `name`.
+    fn add_node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> String {
+        self.add_node_named(op, name, inputs, name, attrs)
+    }
+
+    /// Adds node `name` whose single output is called `output` (for graph outputs).
+    fn add_node_named(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        output: &str,
+        attrs: Vec<AttributeProto>,
+    ) -> String {
+        self.claim(output);
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+            output: vec![output.to_owned()],
+            name: name.to_owned(),
+            op_type: op.to_owned(),
+            attribute: attrs,
+            ..NodeProto::default()
+        });
+        output.to_owned()
+    }
+
+    /// Adds an f32 initializer stored as raw little-endian bytes.
+    fn add_initializer(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+        debug_assert_eq!(dims.iter().product::<usize>(), data.len(), "initializer {name}");
+        self.claim(name);
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(DataType::Float as i32),
+            name: name.to_owned(),
+            raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ..TensorProto::default()
+        });
+        name.to_owned()
+    }
+
+    /// Adds a 1-D int64 constant (shapes, indices, axes).
+    fn const_i64(&mut self, name: &str, values: &[i64]) -> String {
+        self.int64_initializer(name, vec![values.len() as i64], values)
+    }
+
+    /// Adds a scalar (0-D) int64 constant, e.g. a Gather index that drops the axis.
+    fn const_i64_scalar(&mut self, name: &str, value: i64) -> String {
+        self.int64_initializer(name, vec![], &[value])
+    }
+
+    fn int64_initializer(&mut self, name: &str, dims: Vec<i64>, values: &[i64]) -> String {
+        self.claim(name);
+        self.initializers.push(TensorProto {
+            dims,
+            data_type: Some(DataType::Int64 as i32),
+            name: name.to_owned(),
+            raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ..TensorProto::default()
+        });
+        name.to_owned()
+    }
+
+    /// Adds a scalar (0-D) f32 constant.
+    fn const_f32(&mut self, name: &str, value: f32) -> String {
+        self.add_initializer(name, &[], &[value])
+    }
+
+    /// Adds the checkpoint tensor `name` as an initializer under the same name.
+    fn weight(&mut self, w: &VitWeights, name: &str) -> Result<String> {
+        let shape = w.tensor(name).map(|(shape, _)| shape.to_vec()).unwrap_or_default();
+        Ok(self.add_initializer(name, &shape, w.data(name)?))
+    }
+
+    /// timm `nn.Linear` `{module}.weight [out, in]` (+ bias): `x · Wᵀ + b` as MatMul + Add.
+    /// The weight is stored transposed, as `{module}.weight.T [in, out]`.
+    fn linear(&mut self, w: &VitWeights, x: &str, module: &str, bias: bool) -> Result<String> {
+        let name = format!("{module}.weight");
+        let data = w.data(&name)?;
+        let shape = w.tensor(&name).map(|(s, _)| s.to_vec()).unwrap_or_default();
+        let [rows, cols] = shape[..] else {
+            return Err(Error::ShapeMismatch {
+                origin: w.origin().to_owned(),
+                tensor: name,
+                expected: vec![0, 0],
+                found: shape,
+                hint: "a linear layer's weight must be 2-D".to_owned(),
+            });
+        };
+        let mut transposed = vec![0.0; data.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                transposed[c * rows + r] = data[r * cols + c];
+            }
+        }
+        let wt = self.add_initializer(&format!("{name}.T"), &[cols, rows], &transposed);
+        let y = self.add_node("MatMul", module, &[x, &wt], vec![]);
+        if !bias {
+            return Ok(y);
+        }
+        let b = self.weight(w, &format!("{module}.bias"))?;
+        Ok(self.add_node("Add", &format!("{module}/add_bias"), &[&y, &b], vec![]))
+    }
+
+    /// timm `nn.LayerNorm` over the last axis.
+    fn layer_norm(&mut self, w: &VitWeights, x: &str, module: &str, eps: f32) -> Result<String> {
+        let scale = self.weight(w, &format!("{module}.weight"))?;
+        let bias = self.weight(w, &format!("{module}.bias"))?;
+        Ok(self.add_node(
+            "LayerNormalization",
+            module,
+            &[x, &scale, &bias],
+            vec![axis(-1), attr_float("epsilon", eps)],
+        ))
+    }
+
+    /// timm `LayerScale`: `x · gamma`.
+    fn layer_scale(&mut self, w: &VitWeights, x: &str, module: &str) -> Result<String> {
+        let gamma = self.weight(w, &format!("{module}.gamma"))?;
+        Ok(self.add_node("Mul", module, &[x, &gamma], vec![]))
+    }
+
+    fn claim(&mut self, name: &str) {
+        let fresh = self.names.insert(name.to_owned());
+        debug_assert!(fresh, "value name {name} used twice in the ViT graph");
+    }
+}
+
+fn attr_int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(value),
+        ..AttributeProto::default()
+    }
+}
+
+fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: values.to_vec(),
+        ..AttributeProto::default()
+    }
+}
+
+fn attr_float(name: &str, value: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(value),
+        ..AttributeProto::default()
+    }
+}
+
+fn axis(value: i64) -> AttributeProto {
+    attr_int("axis", value)
+}
+
+fn perm(values: &[i64]) -> AttributeProto {
+    attr_ints("perm", values)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::proto::tensor_shape_proto::dimension::Value as Dim;
+    use crate::proto::type_proto::Value as Type;
+    use crate::proto::TypeProto;
+    use crate::testing::{deit_config, random_vit};
+    use crate::{ConfigOverrides, VitConfig};
+
+    fn model(cfg: &VitConfig, output: GraphOutput) -> ModelProto {
+        let w = VitWeights::with_config(cfg.clone(), random_vit(cfg, 1)).expect("weights");
+        let bytes = build_vit_onnx(&w, output).expect("graph");
+        ModelProto::decode(bytes.as_slice()).expect("decodes")
+    }
+
+    fn dims(info: &ValueInfoProto) -> Vec<Dim> {
+        let Some(TypeProto { value: Some(Type::TensorType(t)), .. }) = &info.r#type else {
+            panic!("{} is not a tensor", info.name)
+        };
+        t.shape.as_ref().unwrap().dim.iter().map(|d| d.value.clone().unwrap()).collect()
+    }
+
+    #[test]
+    fn header_inputs_and_outputs() {
+        let cfg = deit_config("vit_micro").unwrap();
+        let m = model(&cfg, GraphOutput::Tokens);
+        assert_eq!(m.ir_version, Some(8));
+        assert_eq!(m.opset_import[0].version, Some(17));
+        let g = m.graph.unwrap();
+        assert_eq!(g.input.len(), 1);
+        assert_eq!(g.input[0].name, "pixel_values");
+        let batch = Dim::DimParam("batch".into());
+        assert_eq!(
+            dims(&g.input[0]),
+            [batch.clone(), Dim::DimValue(3), Dim::DimValue(32), Dim::DimValue(32)]
+        );
+        assert_eq!(g.output[0].name, "tokens");
+        assert_eq!(dims(&g.output[0]), [batch.clone(), Dim::DimValue(17), Dim::DimValue(32)]);
+
+        let pooled = model(&cfg, GraphOutput::PooledCls).graph.unwrap();
+        assert_eq!(pooled.output[0].name, "pooled");
+        assert_eq!(dims(&pooled.output[0]), [batch, Dim::DimValue(32)]);
+        let config = &m.metadata_props[0];
+        assert_eq!(config.key, "irtdb.vit_config");
+        assert_eq!(serde_json::from_str::<VitConfig>(&config.value).unwrap(), cfg);
+    }
+
+    /// Every node input is defined before use, every name is unique, weights are raw f32.
+    #[test]
+    fn graph_is_well_formed() {
+        for cfg in [
+            deit_config("vit_micro").unwrap(),
+            VitConfig {
+                prefix_tokens: 2,
+                layer_scale: true,
+                qkv_bias: false,
+                ..deit_config("vit_micro").unwrap()
+            },
+        ] {
+            for output in [GraphOutput::Tokens, GraphOutput::PooledCls] {
+                let g = model(&cfg, output).graph.unwrap();
+                let mut defined: HashSet<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
+                for init in &g.initializer {
+                    assert!(defined.insert(&init.name), "duplicate {}", init.name);
+                    let bytes = init.raw_data.as_ref().expect("raw_data").len();
+                    let elems: i64 = init.dims.iter().product();
+                    let size = if init.data_type == Some(DataType::Int64 as i32) { 8 } else { 4 };
+                    assert_eq!(bytes as i64, elems * size, "{}", init.name);
+                }
+                let mut node_names = HashSet::new();
+                for node in &g.node {
+                    assert!(node_names.insert(&node.name), "duplicate node {}", node.name);
+                    for input in &node.input {
+                        assert!(
+                            defined.contains(input.as_str()),
+                            "{}: {input} undefined",
+                            node.name
+                        );
+                    }
+                    for out in &node.output {
+                        assert!(defined.insert(out), "{out} defined twice");
+                    }
+                }
+                assert!(defined.contains(g.output[0].name.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_carry_timm_module_names() {
+        let g = model(&deit_config("vit_micro").unwrap(), GraphOutput::Tokens).graph.unwrap();
+        let names: HashSet<&str> = g.node.iter().map(|n| n.name.as_str()).collect();
+        for name in ["patch_embed.proj", "blocks.1.attn.qkv", "blocks.0.mlp.fc2", "norm"] {
+            assert!(names.contains(name), "no node {name}");
+        }
+        let qkv = g.initializer.iter().find(|t| t.name == "blocks.0.attn.qkv.weight.T").unwrap();
+        assert_eq!(qkv.dims, [32, 96], "stored as [in, out]");
+        // A zero-valued INT attribute must still be written (ONNX Runtime checks presence).
+        let gather = g.node.iter().find(|n| n.name == "blocks.0.attn/q").unwrap();
+        assert_eq!(gather.attribute[0].i, Some(0));
+    }
+
+    #[test]
+    fn head_tensors_are_not_in_the_graph() {
+        let cfg = deit_config("vit_micro").unwrap();
+        let heads = ConfigOverrides { heads: Some(4), ..ConfigOverrides::default() };
+        let w = VitWeights::from_tensors(random_vit(&cfg, 2), &heads).unwrap();
+        assert!(w.tensor("head.weight").is_some());
+        let bytes = build_vit_onnx(&w, GraphOutput::Tokens).unwrap();
+        let g = ModelProto::decode(bytes.as_slice()).unwrap().graph.unwrap();
+        assert!(g.initializer.iter().all(|t| !t.name.starts_with("head")));
+    }
+}

@@ -1,0 +1,87 @@
+//! Builds an ONNX graph for the ViT/DeiT family from timm-named safetensors weights.
+//!
+//! Why this crate exists: irtdb's inference plugin runs ONNX Runtime, but the weights irtdb
+//! trains and downloads are timm `state_dict`s saved as safetensors. Rather than needing Python
+//! and `torch.onnx.export`, irtdb writes the (small, fixed) ViT graph itself:
+//!
+//! 1. [`VitWeights::load`] reads a safetensors file (F32, F16 or BF16), infers the
+//!    [`VitConfig`] from tensor shapes and checks every tensor the graph needs;
+//! 2. [`build_vit_onnx`] turns it into a serialized ONNX `ModelProto` (opset 17) whose input is
+//!    `pixel_values` `[batch, 3, H, W]` and whose output is either all tokens or the pooled
+//!    class token (see [`GraphOutput`]).
+//!
+//! [`reference`](mod@reference) is an independent plain-loop forward of the same network, the yardstick the
+//! graph is tested against; [`testing`] makes random timm-named weights for tests anywhere in
+//! the workspace. The model is the one of "Training Vision Transformers for Image Retrieval"
+//! (El-Nouby et al., 2021): a DeiT backbone whose class token is the image descriptor.
+
+mod error;
+mod graph;
+pub mod proto;
+pub mod reference;
+pub mod testing;
+mod weights;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{Error, Result};
+pub use graph::{build_vit_onnx, GraphOutput, INPUT_NAME, OPSET, POOLED_OUTPUT, TOKENS_OUTPUT};
+pub use weights::{heads_from_architecture, ConfigOverrides, VitWeights};
+
+/// Tensors by timm name: `(shape, row-major f32 data)`.
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The hyper-parameters of a timm `VisionTransformer` that the graph depends on.
+///
+/// Usually inferred from tensor shapes by [`VitWeights::load`]; `heads` is the one value that
+/// shapes cannot tell (see [`VitWeights::load`] for where it comes from).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    /// timm model name, e.g. `"deit_small_patch16_224"`, or `"vit"` when unknown.
+    pub architecture: String,
+    /// Embedding width D.
+    pub dim: usize,
+    /// Number of transformer blocks.
+    pub depth: usize,
+    /// Attention heads per block; `dim` must be a multiple of it.
+    pub heads: usize,
+    /// Hidden width of each block's MLP.
+    pub mlp_hidden: usize,
+    /// Patch side P (square patches, stride P).
+    pub patch: usize,
+    /// Input image size `[H, W]`, both multiples of `patch`.
+    pub img_size: [usize; 2],
+    /// Tokens before the patch tokens: 1 (class token) or 2 (class + distillation token).
+    pub prefix_tokens: usize,
+    /// Whether `attn.qkv` has a bias.
+    pub qkv_bias: bool,
+    /// Whether blocks have layer scale (`ls1.gamma`, `ls2.gamma`, as in DeiT-3).
+    pub layer_scale: bool,
+    /// LayerNorm epsilon (timm's ViT uses 1e-6).
+    pub ln_eps: f32,
+}
+
+impl VitConfig {
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.heads.max(1)
+    }
+
+    /// Patch grid `[H / P, W / P]`.
+    pub fn grid(&self) -> [usize; 2] {
+        [self.img_size[0] / self.patch.max(1), self.img_size[1] / self.patch.max(1)]
+    }
+
+    /// Number of patch tokens M.
+    pub fn num_patches(&self) -> usize {
+        let [gh, gw] = self.grid();
+        gh * gw
+    }
+
+    /// Sequence length T = prefix tokens + patches.
+    pub fn num_tokens(&self) -> usize {
+        self.prefix_tokens + self.num_patches()
+    }
+}

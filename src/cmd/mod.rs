@@ -1,0 +1,19 @@
+//! One module per subcommand.
+
+pub mod embed;
+pub mod model;
+pub mod plugins;
+
+use std::io::Write;
+
+/// Prints `value` as one line of JSON on stdout. Serialising typed values (not
+/// `serde_json::Value`) keeps f32s in their shortest form.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value).map_err(|e| match e.io_error_kind() {
+        Some(kind) => anyhow::Error::new(std::io::Error::from(kind)),
+        None => e.into(),
+    })?;
+    writeln!(out)?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `irtdb`: the command-line front end. Argument parsing and printing only; every job is one
+//! function in `irtdb-engine`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Image retrieval with Vision Transformers: index a folder, query by image, train descriptors.
+///
+/// Backbones run in plugins (shared libraries found on IRTDB_PLUGIN_PATH, <exe dir>/plugins,
+/// <exe dir> and <data dir>/irtdb/plugins); `irtdb plugins` lists them.
+#[derive(Debug, Parser)]
+#[command(name = "irtdb", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Embed(cmd::embed::Args),
+    Plugins(cmd::plugins::Args),
+    #[command(subcommand)]
+    Model(cmd::model::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(a) => cmd::embed::run(a),
+        Command::Plugins(a) => cmd::plugins::run(a),
+        Command::Model(c) => cmd::model::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `irtdb query ... | head` closes our stdout: that is the reader's choice, not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

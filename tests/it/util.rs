@@ -1,0 +1,129 @@
+//! Shared helpers: running the binary, compiling fixture plugins, making images and models.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// ONNX Runtime's library: `ORT_DYLIB_PATH`, else the copy `scripts/setup-onnxruntime.sh` makes.
+pub fn ort_lib() -> PathBuf {
+    let p = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".deps/onnxruntime/libonnxruntime.so.1.32.0"));
+    assert!(
+        p.is_file(),
+        "ONNX Runtime library not found at {}: run scripts/setup-onnxruntime.sh (the README's test \
+         command does) or set ORT_DYLIB_PATH",
+        p.display()
+    );
+    p
+}
+
+/// The `irtdb` binary under test, with a clean plugin environment.
+pub fn irtdb() -> Command {
+    irtdb_at(Path::new(env!("CARGO_BIN_EXE_irtdb")))
+}
+
+pub fn irtdb_at(exe: &Path) -> Command {
+    let mut c = Command::new(exe);
+    c.env_remove("IRTDB_PLUGIN_PATH")
+        .env_remove("IRTDB_MODEL")
+        .env_remove("IRTDB_FIXTURE_ENTRY")
+        .env_remove("IRTDB_FIXTURE_MODE")
+        .env("ORT_DYLIB_PATH", ort_lib())
+        // Keep the user's data dir (and any plugins installed there) out of the tests.
+        .env("XDG_DATA_HOME", scratch().join("xdg-data"))
+        .env("XDG_CACHE_HOME", scratch().join("xdg-cache"));
+    c
+}
+
+/// A process-wide scratch folder (fixtures compiled once per test run live here).
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+}
+
+/// Runs and returns output; panics with both streams if the exit status is not `code`.
+pub fn run_expect(cmd: &mut Command, code: i32) -> Output {
+    let out = cmd.output().expect("spawn irtdb");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}, got {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}):\n{}", String::from_utf8_lossy(&o.stdout))
+    })
+}
+
+/// Compiles `tests/fixtures/<source>.rs` into `<dir>/libirtdb_plugin_<name>.so` with plain rustc:
+/// a library built outside irtdb's own build.
+pub fn compile_fixture(source: &str, name: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch().join("fixture-plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("libirtdb_plugin_{name}.so"));
+    if !out.exists() {
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        let status = Command::new(rustc)
+            .args(["--edition", "2021", "--crate-type", "cdylib", "-O", "-o"])
+            .arg(&out)
+            .arg(root().join("tests/fixtures").join(format!("{source}.rs")))
+            .status()
+            .expect("run rustc");
+        assert!(status.success(), "compiling fixture {source} failed");
+    }
+    out
+}
+
+/// Writes an RGB image of `w`×`h` whose pixel (x, y) is `f(x, y)`; format from the extension.
+pub fn write_image(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
+    img.save(path).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// A smooth, seed-dependent test picture (so that different seeds give different descriptors).
+pub fn write_picture(path: &Path, w: u32, h: u32, seed: u32) {
+    let s = seed as f32;
+    write_image(path, w, h, |x, y| {
+        let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+        [
+            (127.0 + 120.0 * (6.0 * fx + s).sin()) as u8,
+            (127.0 + 120.0 * (5.0 * fy + 2.0 * s).cos()) as u8,
+            (127.0 + 120.0 * (4.0 * (fx + fy) + 0.5 * s).sin()) as u8,
+        ]
+    });
+}
+
+/// Writes a random-weight tiny ViT (`vit_micro`: dim 32, 2 blocks, 4 heads, patch 8, 32×32).
+pub fn write_micro_vit(dir: &Path, distilled: bool) -> (PathBuf, irtdb_onnx::VitWeights) {
+    let mut cfg = irtdb_onnx::testing::deit_config("vit_micro").expect("vit_micro preset");
+    if distilled {
+        cfg.prefix_tokens = 2;
+    }
+    let tensors = irtdb_onnx::testing::random_vit(&cfg, 7);
+    let path = dir.join(if distilled { "micro_distilled.safetensors" } else { "micro.safetensors" });
+    irtdb_onnx::testing::save_safetensors(&path, &tensors).unwrap();
+    let overrides = irtdb_onnx::ConfigOverrides { heads: Some(cfg.heads), ..Default::default() };
+    let weights = irtdb_onnx::VitWeights::from_tensors(tensors, &overrides).unwrap();
+    // Record the head count beside the weights, as `irtdb model random` does.
+    std::fs::write(path.with_extension("json"), serde_json::json!({"num_heads": cfg.heads}).to_string())
+        .unwrap();
+    (path, weights)
+}
