@@ -20,6 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Index(cmd::index::Args),
+    Query(cmd::query::Args),
+    Info(cmd::info::Args),
+    Reindex(cmd::index::ReindexArgs),
     Embed(cmd::embed::Args),
     Plugins(cmd::plugins::Args),
     #[command(subcommand)]
@@ -29,6 +33,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Index(a) => cmd::index::run(a),
+        Command::Query(a) => cmd::query::run(a),
+        Command::Info(a) => cmd::info::run(a),
+        Command::Reindex(a) => cmd::index::reindex(a),
         Command::Embed(a) => cmd::embed::run(a),
         Command::Plugins(a) => cmd::plugins::run(a),
         Command::Model(c) => cmd::model::run(c),

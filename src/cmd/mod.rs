@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
 pub mod embed;
+pub mod index;
+pub mod info;
 pub mod model;
 pub mod plugins;
+pub mod query;
 
 use std::io::Write;
 

@@ -65,7 +65,7 @@ impl Preprocess {
                 self.crop_pct
             )));
         }
-        if self.std.iter().any(|s| !(*s > 0.0)) {
+        if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err(crate::Error::Invalid(format!(
                 "preprocess: std must be positive, got {:?}",
                 self.std

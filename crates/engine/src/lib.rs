@@ -3,8 +3,13 @@
 //! host, images through `irtdb-image`, storage through `irtdb-store`, search through
 //! `irtdb-index`). It holds no SQL and no FFI.
 
+pub mod collection;
 pub mod embed;
+pub mod html;
+pub mod index;
+pub mod info;
 pub mod model;
+pub mod query;
 
 pub use embed::{embed_files, EmbedOutcome, Embedder};
 pub use model::{ModelSpec, DEFAULT_PLUGIN};

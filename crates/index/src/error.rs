@@ -42,8 +42,9 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    /// An I/O error on a named file or directory.
-    #[error("{}: {source}", path.display())]
+    /// An I/O error on a named file or directory. The message always names the path (fs-err's
+    /// errors already do; others get it prefixed).
+    #[error("{}", io_message(path, source))]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -106,6 +107,16 @@ impl Error {
     }
 }
 
+fn io_message(path: &std::path::Path, source: &std::io::Error) -> String {
+    let text = source.to_string();
+    let shown = path.display().to_string();
+    if text.contains(&shown) {
+        text
+    } else {
+        format!("{shown}: {text}")
+    }
+}
+
 /// Turns a `catch_unwind` payload into text.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -135,5 +146,9 @@ mod tests {
     fn io_message_names_the_file() {
         let e = Error::io("/x/y.hnsw.graph", std::io::ErrorKind::NotFound.into());
         assert!(e.to_string().starts_with("/x/y.hnsw.graph: "), "{e}");
+        // fs-err errors already name the path; it is not repeated.
+        let source = fs_err::File::open("/nonexistent/y.hnsw.graph").unwrap_err();
+        let e = Error::io("/nonexistent/y.hnsw.graph", source);
+        assert_eq!(e.to_string().matches("/nonexistent/y.hnsw.graph").count(), 1, "{e}");
     }
 }

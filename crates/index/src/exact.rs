@@ -4,17 +4,21 @@
 //! measured against. It never materialises a queries × database score matrix: queries are taken
 //! in blocks of [`QUERY_BLOCK`], the database in blocks of [`DB_BLOCK`] rows, each pair of blocks
 //! scored with one matrix product into a buffer that stays in cache, and each query keeps only a
-//! running top-k. Work is spread over rayon threads by query block and, when there are too few
+//! running top-k (fewer than [`GEMM_MIN_QUERIES`] queries use the SIMD dot kernel row by row
+//! instead). Work is spread over rayon threads by query block and, when there are too few
 //! queries to keep every thread busy, also by database range (partial top-k lists are merged).
 
 use rayon::prelude::*;
 
-use crate::nd;
+use crate::{dist::dot, nd};
 
 /// Queries scored together in one matrix product.
 const QUERY_BLOCK: usize = 64;
 /// Database rows scored together in one matrix product (64 × 1024 f32 scores = 256 KiB).
 const DB_BLOCK: usize = 1024;
+/// Below this many queries in a block, rows are scored with the SIMD dot kernel instead: a
+/// matrix product with a handful of rows spends its time packing the database block.
+const GEMM_MIN_QUERIES: usize = 8;
 
 /// Exact top-`k` by inner product of every query against every database row.
 ///
@@ -90,7 +94,16 @@ fn search_block(
         let end = (start + DB_BLOCK).min(r1);
         let rows = end - start;
         let block_scores = &mut scores[..qn * rows];
-        nd::gemm_nt(queries, qn, dim, &db[start * dim..end * dim], rows, block_scores);
+        let db_block = &db[start * dim..end * dim];
+        if qn >= GEMM_MIN_QUERIES {
+            nd::gemm_nt(queries, qn, dim, db_block, rows, block_scores);
+        } else {
+            for (q, out) in queries.chunks_exact(dim).zip(block_scores.chunks_exact_mut(rows)) {
+                for (o, row) in out.iter_mut().zip(db_block.chunks_exact(dim)) {
+                    *o = dot(q, row);
+                }
+            }
+        }
         for (top, row_scores) in tops.iter_mut().zip(block_scores.chunks_exact(rows)) {
             for (i, &s) in row_scores.iter().enumerate() {
                 // Rows arrive in increasing order, so a later row with a score equal to the

@@ -60,3 +60,19 @@ fn single_query_splits_the_database_and_merges() {
         assert_eq!(exact_search(&db, dim, &q, k)[0], naive(&db, dim, &q, k), "k {k}");
     }
 }
+
+#[test]
+fn few_queries_take_the_dot_path_and_agree_with_batches() {
+    // Fewer than 8 queries are scored with the dot kernel, more with matrix products.
+    let (n, dim, k) = (3000, 128, 10);
+    let db = clustered(5, n, dim, 10, 0.1);
+    let queries = clustered(6, 20, dim, 10, 0.1);
+    let batch = exact_search(&db, dim, &queries, k);
+    for (qi, q) in queries.chunks_exact(dim).enumerate() {
+        let single = exact_search(&db, dim, q, k).pop().unwrap();
+        let want = naive(&db, dim, q, k);
+        for ((a, b), w) in single.iter().zip(&batch[qi]).zip(&want) {
+            assert!((a.1 - b.1).abs() < 1e-5 && (a.1 - w.1).abs() < 1e-5, "query {qi}");
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! A collection: its database, the model it was indexed with, its PCA and its current index.
+//!
+//! Shared by `index`, `query`, `info` and `reindex`. The database is the source of truth: index
+//! files that are missing or damaged are rebuilt from the stored descriptors and PCA.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use irtdb_core::BackboneInfo;
+use irtdb_index::{HnswIndex, HnswParams, Pca};
+use irtdb_store::{Generation, ModelRow, NewGeneration, NewModel, PcaRecord, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::model::ModelSpec;
+
+/// Meta key holding the id of the collection's model.
+pub const META_MODEL_ID: &str = "model_id";
+
+/// What is stored in `models.config`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredModel {
+    pub spec: ModelSpec,
+    pub backbone: BackboneInfo,
+}
+
+impl StoredModel {
+    pub fn from_row(row: &ModelRow) -> Result<Self> {
+        serde_json::from_value(row.config.clone())
+            .with_context(|| format!("model {} in the database has an unreadable configuration", row.id))
+    }
+
+    pub fn to_new_model(&self, weights_hash: String, random_weights: bool) -> NewModel {
+        NewModel {
+            plugin: self.spec.plugin.clone(),
+            backbone: self.backbone.architecture.clone(),
+            weights_path: Some(self.spec.model.display().to_string()),
+            weights_hash,
+            config: serde_json::to_value(self).expect("serialisable"),
+            dim: self.backbone.dim,
+            random_weights,
+        }
+    }
+}
+
+/// The model of a collection, from the database.
+pub fn collection_model(store: &Store) -> Result<Option<(ModelRow, StoredModel)>> {
+    let Some(id) = store.meta(META_MODEL_ID)? else { return Ok(None) };
+    let id: i64 = id.parse().with_context(|| format!("meta {META_MODEL_ID} = {id:?} is not an id"))?;
+    let row = store.model(id)?;
+    let stored = StoredModel::from_row(&row)?;
+    Ok(Some((row, stored)))
+}
+
+/// Fails unless the weights file the collection was indexed with is still there, unchanged.
+pub fn check_weights(row: &ModelRow, stored: &StoredModel) -> Result<()> {
+    let path = &stored.spec.model;
+    if !path.is_file() {
+        bail!(
+            "the collection was indexed with the model {} (blake3 {}), which no longer exists: \
+             put it back, or index into a new database with --db",
+            path.display(),
+            &row.weights_hash[..16.min(row.weights_hash.len())]
+        );
+    }
+    let hash = stored.spec.weights_hash()?;
+    if hash != row.weights_hash {
+        bail!(
+            "the model file {} changed since the collection was indexed (blake3 {} then, {} now): \
+             descriptors of different weights are not comparable; restore the file, or index \
+             into a new database with --db",
+            path.display(),
+            &row.weights_hash[..16.min(row.weights_hash.len())],
+            &hash[..16]
+        );
+    }
+    Ok(())
+}
+
+/// Fails when a freshly opened backbone differs from what the collection recorded.
+pub fn check_backbone(stored: &StoredModel, now: &BackboneInfo) -> Result<()> {
+    let then = &stored.backbone;
+    if then.dim != now.dim || then.output != now.output || then.preprocess != now.preprocess {
+        bail!(
+            "the model now describes itself differently from when the collection was indexed \
+             (then: {}-d, {:?}, {:?}; now: {}-d, {:?}, {:?}); refusing to mix descriptors",
+            then.dim,
+            then.output,
+            then.preprocess,
+            now.dim,
+            now.output,
+            now.preprocess
+        );
+    }
+    Ok(())
+}
+
+pub fn pca_from_record(r: PcaRecord) -> Pca {
+    Pca {
+        in_dim: r.in_dim,
+        out_dim: r.out_dim,
+        whiten: r.whiten,
+        mean: r.mean,
+        components: r.components,
+        explained_variance: r.explained_variance,
+        total_variance: r.total_variance,
+        n_samples: r.n_samples,
+    }
+}
+
+pub fn pca_to_record(p: &Pca) -> PcaRecord {
+    PcaRecord {
+        in_dim: p.in_dim,
+        out_dim: p.out_dim,
+        whiten: p.whiten,
+        mean: p.mean.clone(),
+        components: p.components.clone(),
+        explained_variance: p.explained_variance.clone(),
+        total_variance: p.total_variance,
+        n_samples: p.n_samples,
+    }
+}
+
+/// The searchable form of a collection: ids and the vectors that are indexed (after PCA).
+#[derive(Debug)]
+pub struct Vectors {
+    pub ids: Vec<i64>,
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+/// The stored descriptors of `model_id`, projected with `pca` when there is one.
+pub fn indexed_vectors(store: &Store, model_id: i64, pca: Option<&Pca>) -> Result<Vectors> {
+    let d = store.descriptors(model_id)?;
+    let n = d.ids.len();
+    Ok(match pca {
+        Some(p) => Vectors { ids: d.ids, dim: p.out_dim, data: p.project_batch(&d.data, n) },
+        None => Vectors { ids: d.ids, dim: d.dim, data: d.data },
+    })
+}
+
+/// The generation's PCA, if it has one.
+pub fn generation_pca(store: &Store, g: &Generation) -> Result<Option<Pca>> {
+    match g.pca_id {
+        None => Ok(None),
+        Some(id) => {
+            let r = store.pca(id)?.with_context(|| format!("PCA {id} of index generation {} is missing", g.id))?;
+            Ok(Some(pca_from_record(r)))
+        }
+    }
+}
+
+/// The base name of a generation's HNSW files (they sit beside the database).
+pub fn hnsw_basename(g: &Generation) -> Result<String> {
+    g.params
+        .get("basename")
+        .and_then(|v| v.as_str())
+        .map(String::from)
+        .with_context(|| format!("index generation {} does not record its file names", g.id))
+}
+
+/// Builds the HNSW index over `v`, writes its files beside the database and records them as the
+/// current generation (only after the files are durable). Old generations' files are removed.
+pub fn build_and_record(
+    store: &mut Store,
+    model_id: i64,
+    pca_id: Option<i64>,
+    v: &Vectors,
+    params: &HnswParams,
+) -> Result<(i64, HnswIndex)> {
+    let index = HnswIndex::build(&v.data, v.dim, &v.ids, params)?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let db_name = store.path().file_name().and_then(|n| n.to_str()).unwrap_or("irtdb.db").to_string();
+    let basename = format!("{db_name}.hnsw-{}", stamp.as_millis());
+    let files = index.save(store.dir(), &basename)?;
+    let old: Vec<Generation> = store.generations(model_id)?;
+    let id = store.record_generation(&NewGeneration {
+        model_id,
+        pca_id,
+        kind: "hnsw".into(),
+        params: serde_json::json!({ "basename": basename, "hnsw": params, "dim": v.dim }),
+        files: files.clone(),
+        count: v.ids.len(),
+    })?;
+    // The new generation is current; the old files are garbage now. Best effort: a leftover
+    // file costs disk, never correctness.
+    for g in old {
+        for f in &g.files {
+            if !files.contains(f) {
+                let _ = std::fs::remove_file(store.dir().join(f));
+            }
+        }
+    }
+    Ok((id, index))
+}
+
+/// Where the index files of generation `g` live.
+pub fn generation_dir(store: &Store) -> PathBuf {
+    store.dir().to_path_buf()
+}
+
+/// Loads the current generation's index; if its files are missing or damaged, rebuilds it from
+/// the database (and records the rebuilt files if no other process is writing). Returns the
+/// index and, when it had to be rebuilt, why.
+pub fn load_or_rebuild(
+    store: &mut Store,
+    model_id: i64,
+    g: &Generation,
+    pca: Option<&Pca>,
+) -> Result<(HnswIndex, Option<String>)> {
+    let basename = hnsw_basename(g)?;
+    let loaded = HnswIndex::load(&generation_dir(store), &basename);
+    let problem = match loaded {
+        Ok(index) if index.len() == g.count => return Ok((index, None)),
+        Ok(index) => format!("index files hold {} vectors, the database {}", index.len(), g.count),
+        Err(e) => e.to_string(),
+    };
+    let params: HnswParams = g
+        .params
+        .get("hnsw")
+        .cloned()
+        .and_then(|p| serde_json::from_value(p).ok())
+        .unwrap_or_default();
+    let v = indexed_vectors(store, model_id, pca)?;
+    match store.lock_writer(false) {
+        Ok(_lock) => {
+            let (_, index) = build_and_record(store, model_id, g.pca_id, &v, &params)?;
+            Ok((index, Some(format!("{problem}; rebuilt the index from the database"))))
+        }
+        Err(_) => {
+            let index = HnswIndex::build(&v.data, v.dim, &v.ids, &params)?;
+            Ok((index, Some(format!("{problem}; rebuilt it in memory (another irtdb is writing)"))))
+        }
+    }
+}
+
+/// Canonical absolute form of a path that may not exist yet (for the database file).
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}

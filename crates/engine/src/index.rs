@@ -1,0 +1,422 @@
+//! `irtdb index DIR`: scan, embed what is new or changed, store, fit PCA, build HNSW.
+//!
+//! Incremental and crash-safe: files are matched to the database by relative path; size and
+//! mtime unchanged → skipped without reading; otherwise the content hash decides. Descriptors are
+//! committed one batch per transaction, so a crash loses at most the batch in flight and a rerun
+//! picks up where it stopped. The HNSW generation is recorded only after its files are durable.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use irtdb_core::Backbone;
+use irtdb_image::{BatchPipeline, DecodeLimits, ScanOptions, ScannedFile};
+use irtdb_index::{HnswParams, Pca};
+use irtdb_store::{ImageUpdate, Outcome, StatUpdate, Status, Store};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::collection::{self, StoredModel, META_MODEL_ID};
+use crate::embed::Embedder;
+use crate::model::ModelSpec;
+
+/// Options of an index run.
+#[derive(Clone, Debug)]
+pub struct IndexOptions {
+    pub root: PathBuf,
+    pub db: PathBuf,
+    /// The model; `None` reuses the collection's (required for a new collection).
+    pub spec: Option<ModelSpec>,
+    /// PCA output dimension; 0 for none.
+    pub pca_dim: usize,
+    pub whiten: bool,
+    pub batch: usize,
+    pub hnsw: HnswParams,
+    /// Wait for another writer instead of refusing.
+    pub wait: bool,
+    pub limits: DecodeLimits,
+}
+
+/// What an index run reports as it goes. Every method has a no-op default.
+pub trait Progress {
+    fn stage(&self, _message: &str) {}
+    fn embed_start(&self, _total: u64) {}
+    fn embedded(&self, _n: u64) {}
+    fn embed_finish(&self) {}
+}
+
+/// Progress that reports nothing.
+#[derive(Debug)]
+pub struct Silent;
+impl Progress for Silent {}
+
+/// The closing summary of an index run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IndexReport {
+    pub db: PathBuf,
+    pub root: PathBuf,
+    pub model: String,
+    pub random_weights: bool,
+    pub scanned: usize,
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    /// Files that could not be embedded in this run (or before and unchanged since).
+    pub failed: usize,
+    pub unchanged: usize,
+    pub embedded: usize,
+    pub embed_seconds: f64,
+    pub images_per_second: f64,
+    pub pca: Option<PcaSummary>,
+    /// Why there is no PCA, if there is none.
+    pub pca_skipped: Option<String>,
+    pub indexed: usize,
+    pub index_dim: usize,
+    pub index_rebuilt: bool,
+    pub seconds: f64,
+    /// Files or folders the scan could not read.
+    pub scan_problems: Vec<(PathBuf, String)>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PcaSummary {
+    pub in_dim: usize,
+    pub out_dim: usize,
+    pub whiten: bool,
+    pub explained: f64,
+}
+
+/// A file to embed: its scan entry and content hash.
+struct Job {
+    file: ScannedFile,
+    hash: String,
+    existed: bool,
+}
+
+/// Test hook: `IRTDB_FAILPOINT=abort-after-batch:N` aborts the process right after the N-th
+/// committed batch, as a crash would, to test that reruns resume.
+fn failpoint_abort_after(batches: usize) {
+    if let Ok(v) = std::env::var("IRTDB_FAILPOINT") {
+        if v.strip_prefix("abort-after-batch:").and_then(|n| n.parse::<usize>().ok()) == Some(batches) {
+            std::process::abort();
+        }
+    }
+}
+
+pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> {
+    let started = Instant::now();
+    let root = opts
+        .root
+        .canonicalize()
+        .with_context(|| format!("cannot index {}: no such folder", opts.root.display()))?;
+    if !root.is_dir() {
+        bail!("cannot index {}: not a folder", root.display());
+    }
+    let mut store = Store::open(&collection::absolute(&opts.db))?;
+    let _lock = if opts.wait {
+        store.lock_writer_waiting(|pid| {
+            progress.stage(&match pid {
+                Some(p) => format!("waiting for irtdb (pid {p}) to finish writing"),
+                None => "waiting for another irtdb to finish writing".into(),
+            })
+        })?
+    } else {
+        store.lock_writer(false)?
+    };
+
+    match store.collection_root()? {
+        Some(r) if r != root => bail!(
+            "{} indexes the folder {}, not {}: paths in it are relative to that folder; use \
+             another --db for this folder",
+            store.path().display(),
+            r.display(),
+            root.display()
+        ),
+        Some(_) => {}
+        None => store.set_collection_root(&root)?,
+    }
+
+    // The model: the one given, which must match the collection's, or the collection's own.
+    let existing = collection::collection_model(&store)?;
+    let spec = match (&opts.spec, &existing) {
+        (Some(s), _) => s.clone(),
+        (None, Some((_, stored))) => stored.spec.clone(),
+        (None, None) => bail!(
+            "{} is a new collection: pass --model (an .onnx or timm .safetensors file) to say \
+             which model embeds it",
+            store.path().display()
+        ),
+    };
+    progress.stage(&format!("loading model {}", spec.model.display()));
+    let weights_hash = spec.weights_hash()?;
+    let (_plugin, backbone) = spec.open()?;
+    let info = backbone.info().clone();
+    let random_weights = crate::model::is_random_weights(&spec.model);
+    let stored = StoredModel { spec: spec.clone(), backbone: info.clone() };
+    if let Some((row, old)) = &existing {
+        if row.weights_hash != weights_hash || old.spec.pooling != spec.pooling || old.spec.plugin != spec.plugin {
+            bail!(
+                "{} was indexed with another model ({} via {}, pooling {}); this run asks for {} \
+                 via {}, pooling {}. Descriptors of different models are never mixed: use a new \
+                 --db for the new model",
+                store.path().display(),
+                old.spec.model.display(),
+                old.spec.plugin,
+                old.spec.pooling,
+                spec.model.display(),
+                spec.plugin,
+                spec.pooling
+            );
+        }
+        collection::check_backbone(old, &info)?;
+    }
+    let model_id = store.upsert_model(&stored.to_new_model(weights_hash, random_weights))?;
+    store.set_meta(META_MODEL_ID, &model_id.to_string())?;
+
+    // Scan and diff.
+    progress.stage(&format!("scanning {}", root.display()));
+    let scan = irtdb_image::scan(&root, &ScanOptions::default());
+    let mut report = IndexReport {
+        db: store.path().to_path_buf(),
+        root: root.clone(),
+        model: crate::model::describe(&info),
+        random_weights,
+        scanned: scan.files.len(),
+        scan_problems: scan.problems.clone(),
+        ..Default::default()
+    };
+    let rows: HashMap<String, irtdb_store::ImageRow> =
+        store.images()?.into_iter().map(|r| (r.path.clone(), r)).collect();
+    let embedded_ids: std::collections::HashSet<i64> = store.descriptors(model_id)?.ids.into_iter().collect();
+
+    let mut seen = std::collections::HashSet::new();
+    let mut to_check = Vec::new();
+    for f in scan.files {
+        seen.insert(f.rel_path.clone());
+        match rows.get(&f.rel_path) {
+            Some(r) if r.size == f.size as i64 && r.mtime_ns == f.mtime_ns => match r.status {
+                Status::Ok if embedded_ids.contains(&r.id) => report.unchanged += 1,
+                Status::Failed => report.failed += 1,
+                Status::Ok => to_check.push((f, Some(r))),
+            },
+            r => to_check.push((f, r)),
+        }
+    }
+    let removed: Vec<i64> = rows.values().filter(|r| !seen.contains(&r.path)).map(|r| r.id).collect();
+    if !removed.is_empty() {
+        report.removed = store.delete_images(&removed)?;
+    }
+
+    // Hash what may have changed (in parallel); same hash as stored → only the stat changed.
+    progress.stage(&format!("hashing {} new or modified files", to_check.len()));
+    let hashed: Vec<(ScannedFile, Option<&irtdb_store::ImageRow>, Result<String, String>)> = to_check
+        .into_par_iter()
+        .map(|(f, r)| {
+            let h = irtdb_image::content_hash(&f.abs_path).map_err(|e| e.to_string());
+            (f, r, h)
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    let mut stats = Vec::new();
+    let mut unreadable = Vec::new();
+    for (f, r, h) in hashed {
+        match h {
+            Ok(hash) => match r {
+                Some(r) if r.hash == hash && r.status == Status::Ok && embedded_ids.contains(&r.id) => {
+                    stats.push(StatUpdate { id: r.id, size: f.size as i64, mtime_ns: f.mtime_ns });
+                    report.unchanged += 1;
+                }
+                r => jobs.push(Job { file: f, hash, existed: r.is_some() }),
+            },
+            // Vanished or unreadable between scan and read: recorded as a failure, run goes on.
+            Err(e) => unreadable.push(update(&f, String::new(), None, Outcome::Failed(e))),
+        }
+    }
+    store.update_stats(&stats)?;
+    if !unreadable.is_empty() {
+        report.failed += unreadable.len();
+        store.commit_batch(model_id, &unreadable)?;
+    }
+
+    // Embed in batches, one transaction per batch.
+    let total = jobs.len();
+    report.added = jobs.iter().filter(|j| !j.existed).count();
+    report.changed = total - report.added;
+    let mut embedder = Embedder::new(backbone, spec.pooling);
+    if total > 0 {
+        progress.embed_start(total as u64);
+        let t0 = Instant::now();
+        let items: Vec<(Job, PathBuf)> = jobs.into_iter().map(|j| {
+            let p = j.file.abs_path.clone();
+            (j, p)
+        }).collect();
+        let mut batches = 0;
+        for batch in BatchPipeline::new(items, opts.batch.max(1), info.preprocess.clone(), opts.limits.clone()) {
+            let mut updates = Vec::with_capacity(batch.items.len() + batch.failed.len());
+            for (job, _path, err) in &batch.failed {
+                updates.push(update(&job.file, job.hash.clone(), None, Outcome::Failed(err.to_string())));
+            }
+            if !batch.items.is_empty() {
+                let descriptors = embedder.embed_tensor(batch.tensor.view())?;
+                for ((job, meta), row) in batch.items.iter().zip(descriptors.rows()) {
+                    updates.push(update(&job.file, job.hash.clone(), Some((meta.width, meta.height)), Outcome::Embedded(row.to_vec())));
+                }
+            }
+            report.failed += batch.failed.len();
+            report.embedded += batch.items.len();
+            store.commit_batch(model_id, &updates)?;
+            batches += 1;
+            failpoint_abort_after(batches);
+            progress.embedded(updates.len() as u64);
+        }
+        progress.embed_finish();
+        report.embed_seconds = t0.elapsed().as_secs_f64();
+        report.images_per_second = report.embedded as f64 / report.embed_seconds.max(1e-9);
+    }
+
+    // PCA and HNSW, unless nothing changed and the current generation still matches.
+    let descriptors_changed = report.embedded > 0 || report.removed > 0 || report.changed > 0;
+    let current = store.current_generation(model_id)?;
+    let wanted_pca = opts.pca_dim;
+    let current_pca_dim = match &current {
+        Some(g) => collection::generation_pca(&store, g)?.map(|p| (p.out_dim, p.whiten)),
+        None => None,
+    };
+    let current_fits = current.as_ref().is_some_and(|_| match current_pca_dim {
+        Some((d, w)) => d == wanted_pca && w == opts.whiten,
+        None => wanted_pca == 0 || store.descriptors(model_id).map(|d| d.ids.len() <= wanted_pca).unwrap_or(false),
+    });
+    if !descriptors_changed && current_fits {
+        let g = current.expect("checked");
+        let pca = collection::generation_pca(&store, &g)?;
+        let (index, rebuilt) = collection::load_or_rebuild(&mut store, model_id, &g, pca.as_ref())?;
+        if let Some(why) = rebuilt {
+            progress.stage(&why);
+            report.index_rebuilt = true;
+        }
+        report.indexed = index.len();
+        report.index_dim = index.dim();
+        report.pca = pca.as_ref().map(summary);
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    let descriptors = store.descriptors(model_id)?;
+    let n = descriptors.ids.len();
+    if n == 0 {
+        bail!(
+            "no image in {} could be embedded ({} failed): nothing to index; `irtdb info --db {}` \
+             lists the failures",
+            root.display(),
+            report.failed,
+            store.path().display()
+        );
+    }
+    let mut pca_id = None;
+    let mut pca = None;
+    if wanted_pca > 0 {
+        if wanted_pca >= descriptors.dim {
+            report.pca_skipped = Some(format!(
+                "--dim {wanted_pca} is not below the descriptor dimension {}; vectors kept as they are",
+                descriptors.dim
+            ));
+        } else {
+            progress.stage(&format!("fitting PCA {} → {wanted_pca} on {n} descriptors", descriptors.dim));
+            match Pca::fit(&descriptors.data, n, descriptors.dim, wanted_pca, opts.whiten) {
+                Ok(p) => {
+                    pca_id = Some(store.save_pca(model_id, &collection::pca_to_record(&p))?);
+                    pca = Some(p);
+                }
+                Err(irtdb_index::Error::TooFewSamples { .. }) => {
+                    report.pca_skipped = Some(format!(
+                        "PCA to {wanted_pca} dimensions needs more than {wanted_pca} images, the \
+                         collection has {n}; vectors kept at {} dimensions (index more images, or \
+                         pass --dim 0 to silence this)",
+                        descriptors.dim
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let v = match &pca {
+        Some(p) => collection::Vectors {
+            ids: descriptors.ids,
+            dim: p.out_dim,
+            data: p.project_batch(&descriptors.data, n),
+        },
+        None => collection::Vectors { ids: descriptors.ids, dim: descriptors.dim, data: descriptors.data },
+    };
+    progress.stage(&format!("building HNSW over {n} vectors of {} dimensions", v.dim));
+    let (_, index) = collection::build_and_record(&mut store, model_id, pca_id, &v, &opts.hnsw)?;
+    report.indexed = index.len();
+    report.index_dim = v.dim;
+    report.pca = pca.as_ref().map(summary);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn summary(p: &Pca) -> PcaSummary {
+    PcaSummary { in_dim: p.in_dim, out_dim: p.out_dim, whiten: p.whiten, explained: p.explained_ratio() }
+}
+
+fn update(f: &ScannedFile, hash: String, size: Option<(u32, u32)>, outcome: Outcome) -> ImageUpdate {
+    ImageUpdate {
+        path: f.rel_path.clone(),
+        size: f.size as i64,
+        mtime_ns: f.mtime_ns,
+        hash,
+        width: size.map(|s| s.0),
+        height: size.map(|s| s.1),
+        label: f.label.clone(),
+        outcome,
+    }
+}
+
+/// `irtdb reindex`: rebuild PCA and HNSW from the stored descriptors, embedding nothing.
+pub fn reindex(db: &Path, pca_dim: usize, whiten: bool, hnsw: &HnswParams, progress: &dyn Progress) -> Result<IndexReport> {
+    let started = Instant::now();
+    let mut store = Store::open_existing(&collection::absolute(db))?;
+    let _lock = store.lock_writer(false)?;
+    let Some((row, stored)) = collection::collection_model(&store)? else {
+        bail!("{} has no model yet: run `irtdb index DIR --model FILE` first", store.path().display());
+    };
+    let d = store.descriptors(row.id)?;
+    let n = d.ids.len();
+    if n == 0 {
+        bail!("{} holds no descriptors: run `irtdb index DIR` first", store.path().display());
+    }
+    let mut report = IndexReport {
+        db: store.path().to_path_buf(),
+        root: store.collection_root()?.unwrap_or_default(),
+        model: crate::model::describe(&stored.backbone),
+        random_weights: row.random_weights,
+        unchanged: n,
+        ..Default::default()
+    };
+    let mut pca = None;
+    let mut pca_id = None;
+    if pca_dim > 0 && pca_dim < d.dim {
+        progress.stage(&format!("fitting PCA {} → {pca_dim} on {n} descriptors", d.dim));
+        match Pca::fit(&d.data, n, d.dim, pca_dim, whiten) {
+            Ok(p) => {
+                pca_id = Some(store.save_pca(row.id, &collection::pca_to_record(&p))?);
+                pca = Some(p);
+            }
+            Err(irtdb_index::Error::TooFewSamples { .. }) => {
+                report.pca_skipped = Some(format!("PCA to {pca_dim} needs more than {pca_dim} images, the collection has {n}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let v = collection::indexed_vectors(&store, row.id, pca.as_ref())?;
+    progress.stage(&format!("building HNSW over {n} vectors of {} dimensions", v.dim));
+    let (_, index) = collection::build_and_record(&mut store, row.id, pca_id, &v, hnsw)?;
+    report.indexed = index.len();
+    report.index_dim = v.dim;
+    report.index_rebuilt = true;
+    report.pca = pca.as_ref().map(summary);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,243 @@
+//! `irtdb query IMG...`: the most similar images of the collection.
+//!
+//! The query is embedded exactly as the collection was (same plugin, weights, preprocessing,
+//! pooling, PCA); a collection image can be the query by its path or `id:N` without being
+//! embedded again.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use irtdb_core::Backbone;
+use irtdb_image::DecodeLimits;
+use irtdb_index::{exact_search, Pca};
+use irtdb_store::{Status, Store};
+use serde::Serialize;
+
+use crate::collection;
+use crate::embed::{embed_files, Embedder};
+
+#[derive(Clone, Debug)]
+pub struct QueryOptions {
+    pub db: PathBuf,
+    pub queries: Vec<String>,
+    pub k: usize,
+    /// Search every vector instead of the HNSW graph.
+    pub exact: bool,
+    /// HNSW search breadth (None: max(2k, 64)).
+    pub ef: Option<usize>,
+    pub batch: usize,
+}
+
+/// One result.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hit {
+    pub rank: usize,
+    pub id: i64,
+    /// Cosine similarity in the indexed space (after PCA when there is one).
+    pub score: f32,
+    /// Relative to the collection root.
+    pub path: String,
+    pub label: Option<String>,
+}
+
+/// The results for one query.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryResult {
+    pub query: String,
+    /// The file the query image was read from, when it was embedded now.
+    pub file: Option<PathBuf>,
+    /// Set when the query is an image of the collection (not embedded again).
+    pub collection_id: Option<i64>,
+    pub hits: Vec<Hit>,
+    pub error: Option<String>,
+}
+
+/// Timings of a query run, for `--json` and benchmarks.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueryTimings {
+    pub open_seconds: f64,
+    pub model_load_seconds: f64,
+    pub embed_seconds: f64,
+    pub search_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryReport {
+    pub db: PathBuf,
+    pub root: PathBuf,
+    pub model: String,
+    pub random_weights: bool,
+    pub method: String,
+    pub results: Vec<QueryResult>,
+    pub timings: QueryTimings,
+    /// Notes worth showing (e.g. an index rebuilt from the database).
+    pub notes: Vec<String>,
+}
+
+/// What a query argument refers to.
+enum Target {
+    Stored(i64),
+    File(PathBuf),
+}
+
+fn resolve(store: &Store, root: &Path, q: &str) -> Result<Target> {
+    if let Some(id) = q.strip_prefix("id:") {
+        let id: i64 = id.parse().with_context(|| format!("'{q}': id:N needs a number"))?;
+        return match store.image_by_id(id)? {
+            Some(r) if r.status == Status::Ok => Ok(Target::Stored(id)),
+            Some(r) => bail!("image id {id} ({}) failed to embed: {}", r.path, r.error.unwrap_or_default()),
+            None => bail!("no image with id {id} in the collection"),
+        };
+    }
+    let p = Path::new(q);
+    // A path of the collection, relative to its root or absolute under it, whose file is as it
+    // was when indexed.
+    let rel = if p.is_absolute() {
+        p.canonicalize().ok().and_then(|c| c.strip_prefix(root).ok().map(|r| r.to_string_lossy().replace('\\', "/")))
+    } else if p.exists() {
+        p.canonicalize().ok().and_then(|c| c.strip_prefix(root).ok().map(|r| r.to_string_lossy().replace('\\', "/")))
+    } else {
+        Some(q.to_string())
+    };
+    if let Some(rel) = rel {
+        if let Some(r) = store.image_by_path(&rel)? {
+            let file = root.join(&rel);
+            let meta = std::fs::metadata(&file).ok();
+            let unchanged = meta.is_some_and(|m| m.len() as i64 == r.size);
+            if r.status == Status::Ok && (unchanged || !p.exists()) {
+                return Ok(Target::Stored(r.id));
+            }
+        }
+    }
+    if p.is_file() {
+        Ok(Target::File(p.to_path_buf()))
+    } else {
+        bail!("query '{q}' is neither an image file nor an image of the collection (by path or id:N)")
+    }
+}
+
+pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
+    let t_open = Instant::now();
+    let mut store = Store::open_existing(&collection::absolute(&opts.db))?;
+    let root = store.collection_root()?.unwrap_or_default();
+    let Some((row, stored)) = collection::collection_model(&store)? else {
+        bail!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
+    };
+    let Some(generation) = store.current_generation(row.id)? else {
+        bail!("{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)", store.path().display(), root.display());
+    };
+    let pca: Option<Pca> = collection::generation_pca(&store, &generation)?;
+    let mut notes = Vec::new();
+    let mut timings = QueryTimings { open_seconds: t_open.elapsed().as_secs_f64(), ..Default::default() };
+
+    // Query vectors, in the collection's descriptor space.
+    let targets: Vec<Result<Target>> = opts.queries.iter().map(|q| resolve(&store, &root, q)).collect();
+    let files: Vec<PathBuf> = targets
+        .iter()
+        .filter_map(|t| match t {
+            Ok(Target::File(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut embedded = std::collections::HashMap::new();
+    if !files.is_empty() {
+        let t = Instant::now();
+        collection::check_weights(&row, &stored)?;
+        let (_plugin, backbone) = stored.spec.open()?;
+        collection::check_backbone(&stored, backbone.info())?;
+        timings.model_load_seconds = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut embedder = Embedder::new(backbone, stored.spec.pooling);
+        for o in embed_files(&mut embedder, &files, opts.batch, &DecodeLimits::default(), |_| {})? {
+            embedded.insert(o.path, o.result);
+        }
+        timings.embed_seconds = t.elapsed().as_secs_f64();
+    }
+
+    let t_search = Instant::now();
+    let ef = opts.ef.unwrap_or((2 * opts.k).max(64));
+    let searcher = Searcher::new(&mut store, row.id, &generation, pca.as_ref(), opts.exact, &mut notes)?;
+    let mut results = Vec::new();
+    for (q, t) in opts.queries.iter().zip(targets) {
+        let mut r = QueryResult { query: q.clone(), file: None, collection_id: None, hits: vec![], error: None };
+        let vector = match t {
+            Err(e) => Err(e),
+            Ok(Target::Stored(id)) => {
+                r.collection_id = Some(id);
+                store.descriptor(id, row.id)?.with_context(|| format!("image id {id} has no descriptor"))
+            }
+            Ok(Target::File(p)) => {
+                r.file = Some(p.clone());
+                match embedded.remove(&p) {
+                    Some(Ok(v)) => Ok(v),
+                    Some(Err(e)) => Err(e),
+                    None => Err(anyhow::anyhow!("{} was not embedded", p.display())),
+                }
+            }
+        };
+        match vector {
+            Err(e) => r.error = Some(format!("{e:#}")),
+            Ok(v) => {
+                let v = match &pca {
+                    Some(p) => p.project(&v),
+                    None => v,
+                };
+                for (rank, (id, score)) in searcher.search(&v, opts.k, ef).into_iter().enumerate() {
+                    let img = store.image_by_id(id)?;
+                    let (path, label) = img.map(|i| (i.path, i.label)).unwrap_or_default();
+                    r.hits.push(Hit { rank: rank + 1, id, score, path, label });
+                }
+            }
+        }
+        results.push(r);
+    }
+    timings.search_seconds = t_search.elapsed().as_secs_f64();
+    Ok(QueryReport {
+        db: store.path().to_path_buf(),
+        root,
+        model: crate::model::describe(&stored.backbone),
+        random_weights: row.random_weights,
+        method: if opts.exact { "exact".into() } else { format!("hnsw (ef {ef})") },
+        results,
+        timings,
+        notes,
+    })
+}
+
+/// HNSW or exact search over the collection's indexed vectors.
+enum Searcher {
+    Hnsw(irtdb_index::HnswIndex),
+    Exact(collection::Vectors),
+}
+
+impl Searcher {
+    fn new(
+        store: &mut Store,
+        model_id: i64,
+        g: &irtdb_store::Generation,
+        pca: Option<&Pca>,
+        exact: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<Self> {
+        if exact {
+            return Ok(Searcher::Exact(collection::indexed_vectors(store, model_id, pca)?));
+        }
+        let (index, rebuilt) = collection::load_or_rebuild(store, model_id, g, pca)?;
+        notes.extend(rebuilt);
+        Ok(Searcher::Hnsw(index))
+    }
+
+    fn search(&self, q: &[f32], k: usize, ef: usize) -> Vec<(i64, f32)> {
+        match self {
+            Searcher::Hnsw(index) => index.search(q, k, ef),
+            Searcher::Exact(v) => exact_search(&v.data, v.dim, q, k)
+                .into_iter()
+                .next()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(row, s)| (v.ids[row as usize], s))
+                .collect(),
+        }
+    }
+}

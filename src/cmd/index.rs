@@ -1,0 +1,233 @@
+//! `irtdb index` and `irtdb reindex`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use irtdb_core::Pool;
+use irtdb_engine::index::{IndexOptions, IndexReport, Progress};
+use irtdb_engine::ModelSpec;
+use irtdb_image::DecodeLimits;
+use irtdb_index::HnswParams;
+
+/// Embed a folder of images into the collection database, fit PCA, build the HNSW index.
+///
+/// Incremental: only new and changed files are embedded (matched by path, then size + mtime,
+/// then content hash); deleted files are dropped. Descriptors are committed batch by batch, so
+/// an interrupted run resumes where it stopped. Files that cannot be decoded are recorded with
+/// their error (see `irtdb info`) and skipped.
+///
+/// Example: irtdb index ./photos --model deit_small_patch16_224.safetensors
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The folder to index (recursively). Sub-folder names become labels.
+    dir: PathBuf,
+    #[command(flatten)]
+    db: DbArg,
+    /// Plugin name or path to a plugin library (default for a new collection: ort-tensorrt).
+    #[arg(long)]
+    plugin: Option<String>,
+    /// Model weights (.onnx or timm-named .safetensors). Required for a new collection; later
+    /// runs reuse the collection's model.
+    #[arg(long, env = "IRTDB_MODEL")]
+    model: Option<PathBuf>,
+    /// Pooling of token features: cls, mean, max, gem or gem:P.
+    #[arg(long, value_parser = super::embed::parse_pool)]
+    pooling: Option<Pool>,
+    /// Execution providers to insist on, in order (e.g. cpu). Default: the plugin's chain.
+    #[arg(long, value_delimiter = ',')]
+    providers: Option<Vec<String>>,
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    max_pixels: u64,
+    /// If another irtdb is writing this database, wait for it instead of refusing.
+    #[arg(long)]
+    wait: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--db`, shared by the collection commands.
+#[derive(Debug, clap::Args)]
+pub struct DbArg {
+    /// The collection database (index files sit beside it).
+    #[arg(long, env = "IRTDB_DB", default_value = "irtdb.db")]
+    pub db: PathBuf,
+}
+
+/// PCA and HNSW settings, shared by index and reindex.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// PCA output dimension (the paper: 128); 0 keeps the full descriptor.
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Whiten the PCA components (divide by their standard deviation).
+    #[arg(long)]
+    whiten: bool,
+    /// HNSW links per node.
+    #[arg(long, default_value_t = 16)]
+    hnsw_m: usize,
+    /// HNSW candidate list size while building.
+    #[arg(long, default_value_t = 200)]
+    hnsw_ef_construction: usize,
+}
+
+impl BuildArgs {
+    fn hnsw(&self) -> HnswParams {
+        HnswParams { m: self.hnsw_m, ef_construction: self.hnsw_ef_construction, ..HnswParams::default() }
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal or with --json).
+struct Bar {
+    bar: ProgressBar,
+    quiet: bool,
+}
+
+impl Bar {
+    fn new(quiet: bool) -> Self {
+        let bar = ProgressBar::hidden();
+        Self { bar, quiet }
+    }
+}
+
+impl Progress for Bar {
+    fn stage(&self, message: &str) {
+        if !self.quiet {
+            self.bar.suspend(|| eprintln!("{message}"));
+        }
+    }
+    fn embed_start(&self, total: u64) {
+        if self.quiet {
+            return;
+        }
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+        self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "embedding {bar:30} {pos}/{len} images  {per_sec}  ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        self.bar.enable_steady_tick(Duration::from_millis(250));
+    }
+    fn embedded(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn embed_finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let spec = match &args.model {
+        Some(m) => {
+            let mut s = ModelSpec::new(args.plugin.as_deref(), m, args.pooling.unwrap_or_default())?;
+            s.providers = args.providers.clone();
+            Some(s)
+        }
+        None => {
+            anyhow::ensure!(
+                args.plugin.is_none() && args.pooling.is_none() && args.providers.is_none(),
+                "--plugin, --pooling and --providers describe a model: give --model too"
+            );
+            None
+        }
+    };
+    let opts = IndexOptions {
+        root: args.dir.clone(),
+        db: args.db.db.clone(),
+        spec,
+        pca_dim: args.build.dim,
+        whiten: args.build.whiten,
+        batch: args.batch,
+        hnsw: args.build.hnsw(),
+        wait: args.wait,
+        limits: DecodeLimits { max_pixels: args.max_pixels, ..DecodeLimits::default() },
+    };
+    let report = irtdb_engine::index::run(&opts, &Bar::new(args.json))?;
+    print_report(&report, args.json)
+}
+
+/// Rebuild PCA and the HNSW index from the database, embedding nothing.
+///
+/// Use after changing --dim / --whiten / HNSW settings, or if index files were lost (queries
+/// also rebuild missing index files on their own).
+#[derive(Debug, clap::Args)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    db: DbArg,
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn reindex(args: ReindexArgs) -> Result<()> {
+    let report = irtdb_engine::index::reindex(
+        &args.db.db,
+        args.build.dim,
+        args.build.whiten,
+        &args.build.hnsw(),
+        &Bar::new(args.json),
+    )?;
+    print_report(&report, args.json)
+}
+
+fn print_report(r: &IndexReport, json: bool) -> Result<()> {
+    if json {
+        return super::print_json(r);
+    }
+    println!("collection {} ({})", r.db.display(), r.root.display());
+    println!("model      {}", r.model);
+    if r.random_weights {
+        println!(
+            "           RANDOM weights: descriptors reflect colour and layout, not what is in \
+             the images; train or load real weights for real retrieval"
+        );
+    }
+    println!(
+        "images     {} scanned: {} added, {} changed, {} removed, {} failed, {} unchanged",
+        r.scanned, r.added, r.changed, r.removed, r.failed, r.unchanged
+    );
+    if r.embedded > 0 {
+        println!(
+            "embedded   {} in {:.1} s ({:.1} images/s)",
+            r.embedded, r.embed_seconds, r.images_per_second
+        );
+    }
+    match (&r.pca, &r.pca_skipped) {
+        (Some(p), _) => println!(
+            "pca        {} → {}{} ({:.1}% of the variance kept)",
+            p.in_dim,
+            p.out_dim,
+            if p.whiten { ", whitened" } else { "" },
+            100.0 * p.explained
+        ),
+        (None, Some(why)) => println!("pca        none: {why}"),
+        (None, None) => {}
+    }
+    println!(
+        "index      HNSW over {} vectors of {} dimensions{}",
+        r.indexed,
+        r.index_dim,
+        if r.index_rebuilt { " (rebuilt)" } else { "" }
+    );
+    for (p, why) in &r.scan_problems {
+        println!("skipped    {}: {why}", p.display());
+    }
+    if r.failed > 0 {
+        println!("           {} files could not be read: `irtdb info` lists them", r.failed);
+    }
+    println!("done in {:.1} s", r.seconds);
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! `irtdb info`.
+
+use anyhow::Result;
+
+/// Show what a collection holds: counts, model, PCA, index and failures.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    db: super::index::DbArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let info = irtdb_engine::info::run(&args.db.db)?;
+    if args.json {
+        return super::print_json(&info);
+    }
+    println!("database   {} ({:.1} MiB)", info.db.display(), info.db_bytes as f64 / 1048576.0);
+    if let Some(root) = &info.root {
+        println!("folder     {}", root.display());
+    }
+    println!("images     {} ({} embedded, {} failed)", info.images, info.embedded, info.failed);
+    if let Some(m) = &info.model {
+        println!(
+            "model      {} via {}, {} pooling, {}-d, input {}x{} (crop {})",
+            m.architecture, m.plugin, m.pooling, m.dim, m.input_size[0], m.input_size[1], m.crop_pct
+        );
+        println!("weights    {} (blake3 {}){}", m.weights, &m.weights_hash[..16.min(m.weights_hash.len())],
+            if m.random_weights { ", RANDOM weights" } else { "" });
+    }
+    match &info.pca {
+        Some(p) => println!(
+            "pca        {} → {}{}, {:.1}% of the variance, fitted on {} descriptors",
+            p.in_dim,
+            p.out_dim,
+            if p.whiten { " whitened" } else { "" },
+            100.0 * p.explained,
+            p.n_samples
+        ),
+        None => println!("pca        none"),
+    }
+    match &info.index {
+        Some(i) => println!(
+            "index      {} generation {}: {} vectors × {} dims, {} ({:.1} MiB{}), built {}",
+            i.kind,
+            i.generation,
+            i.count,
+            i.dim,
+            i.params,
+            i.bytes as f64 / 1048576.0,
+            if i.files_present { "" } else { "; files missing: rebuilt on the next query" },
+            i.created_at
+        ),
+        None => println!("index      none"),
+    }
+    if !info.failures.is_empty() {
+        println!("failures   {}:", info.failures.len());
+        for f in &info.failures {
+            println!("  {}: {}", f.path, f.error);
+        }
+    }
+    Ok(())
+}
