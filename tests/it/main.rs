@@ -1,6 +1,7 @@
 //! End-to-end tests of the `irtdb` binary: one integration test binary (as ripgrep does), one
 //! module per area. Every test builds its own tiny models and images; nothing is downloaded.
 
+mod collection;
 mod embed;
 mod plugins;
 mod util;

@@ -122,8 +122,8 @@ pub fn write_micro_vit(dir: &Path, distilled: bool) -> (PathBuf, irtdb_onnx::Vit
     irtdb_onnx::testing::save_safetensors(&path, &tensors).unwrap();
     let overrides = irtdb_onnx::ConfigOverrides { heads: Some(cfg.heads), ..Default::default() };
     let weights = irtdb_onnx::VitWeights::from_tensors(tensors, &overrides).unwrap();
-    // Record the head count beside the weights, as `irtdb model random` does.
-    std::fs::write(path.with_extension("json"), serde_json::json!({"num_heads": cfg.heads}).to_string())
-        .unwrap();
+    // The model card `irtdb model random` writes beside the weights.
+    let card = serde_json::json!({"num_heads": cfg.heads, "random_weights": true});
+    std::fs::write(path.with_extension("json"), card.to_string()).unwrap();
     (path, weights)
 }

@@ -16,6 +16,8 @@ pub struct Info {
     pub images: usize,
     pub embedded: usize,
     pub failed: usize,
+    /// Descriptor rows (one per embedded image per model).
+    pub descriptors: usize,
     pub model: Option<ModelInfo>,
     pub pca: Option<PcaInfo>,
     pub index: Option<IndexInfo>,
@@ -73,6 +75,7 @@ pub fn run(db: &Path) -> Result<Info> {
         images: counts.images,
         embedded: counts.ok,
         failed: counts.failed,
+        descriptors: counts.descriptors,
         model: None,
         pca: None,
         index: None,

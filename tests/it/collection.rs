@@ -1,0 +1,293 @@
+//! `irtdb index` / `query` / `info` / `reindex` on generated galleries through the real ort
+//! plugin and a tiny random ViT.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::*;
+
+struct Collection {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    gallery: PathBuf,
+    db: PathBuf,
+    model: PathBuf,
+}
+
+impl Collection {
+    /// A gallery of `classes × per_class` generated JPEGs (64 px) and a micro ViT.
+    fn new(classes: usize, per_class: usize) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let gallery = dir.join("gallery");
+        for c in 0..classes {
+            let class_dir = gallery.join(format!("class{c:02}"));
+            std::fs::create_dir_all(&class_dir).unwrap();
+            for i in 0..per_class {
+                write_picture(&class_dir.join(format!("{i:03}.jpg")), 64, 48, (c * 1000 + i) as u32);
+            }
+        }
+        let (model, _) = write_micro_vit(&dir, false);
+        Collection { db: dir.join("c.db"), _tmp: tmp, dir, gallery, model }
+    }
+
+    /// `irtdb SUBCOMMAND --db <db> ARGS...`
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = irtdb();
+        c.arg(args[0]).arg("--db").arg(&self.db).args(&args[1..]);
+        c
+    }
+
+    fn index(&self, extra: &[&str]) -> serde_json::Value {
+        let mut c = self.cmd(&["index", "--json"]);
+        if !extra.contains(&"--dim") {
+            c.args(["--dim", "16"]);
+        }
+        c.arg(&self.gallery).arg("--model").arg(&self.model).args(extra);
+        json(&run_expect(&mut c, 0))
+    }
+
+    fn info(&self) -> serde_json::Value {
+        json(&run_expect(&mut self.cmd(&["info", "--json"]), 0))
+    }
+
+    fn query(&self, queries: &[String], extra: &[&str]) -> serde_json::Value {
+        let mut c = self.cmd(&["query", "--json"]);
+        c.args(queries).args(extra);
+        json(&run_expect(&mut c, 0))
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        let store = irtdb_store::Store::open_existing(&self.db).unwrap();
+        store.images().unwrap().iter().filter(|r| r.status == irtdb_store::Status::Ok).map(|r| r.id).collect()
+    }
+}
+
+fn hits(result: &serde_json::Value) -> Vec<(i64, f32)> {
+    result["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["id"].as_i64().unwrap(), h["score"].as_f64().unwrap() as f32))
+        .collect()
+}
+
+fn n(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[test]
+fn every_image_finds_itself_and_hnsw_agrees_with_exact_search() {
+    let c = Collection::new(15, 20); // 300 images
+    let r = c.index(&[]);
+    assert_eq!(n(&r["added"]), 300);
+    assert_eq!(n(&r["indexed"]), 300);
+    assert_eq!(r["pca"]["out_dim"], 16);
+    assert_eq!(r["random_weights"], true);
+
+    let queries: Vec<String> = c.ids().iter().map(|id| format!("id:{id}")).collect();
+    let approx = c.query(&queries, &["--k", "10"]);
+    let exact = c.query(&queries, &["--k", "10", "--exact"]);
+    let (mut found, mut total) = (0usize, 0usize);
+    for (a, e) in approx["results"].as_array().unwrap().iter().zip(exact["results"].as_array().unwrap()) {
+        let id = a["collection_id"].as_i64().unwrap();
+        let (ah, eh) = (hits(a), hits(e));
+        // Itself first, score ≈ 1 (a tie with an identical vector would also have score ≈ 1).
+        assert!(ah[0].1 > 0.9999, "query {id}: top score {}", ah[0].1);
+        assert!(ah.iter().any(|h| h.0 == id && h.1 > 0.9999), "query {id} not found: {ah:?}");
+        assert!((eh[0].1 - 1.0).abs() < 1e-4 && eh.iter().any(|h| h.0 == id));
+        // Recall@10 of HNSW against exact.
+        let truth: std::collections::HashSet<i64> = eh.iter().map(|h| h.0).collect();
+        found += ah.iter().filter(|h| truth.contains(&h.0)).count();
+        total += truth.len();
+    }
+    let recall = found as f64 / total as f64;
+    assert!(recall >= 0.95, "HNSW recall@10 {recall:.3} < 0.95");
+}
+
+#[test]
+fn reruns_are_incremental_and_reflect_added_changed_and_deleted_files() {
+    let c = Collection::new(4, 10);
+    assert_eq!(n(&c.index(&[])["added"]), 40);
+    let again = c.index(&[]);
+    assert_eq!((n(&again["embedded"]), n(&again["unchanged"])), (0, 40), "{again:#}");
+
+    // Touch without changing content: not re-embedded.
+    let touched = c.gallery.join("class00/000.jpg");
+    let bytes = std::fs::read(&touched).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&touched, &bytes).unwrap();
+    // Add one, change one, delete one.
+    write_picture(&c.gallery.join("class03/new.jpg"), 64, 48, 99_999);
+    write_picture(&c.gallery.join("class01/005.jpg"), 64, 48, 77_777);
+    std::fs::remove_file(c.gallery.join("class02/009.jpg")).unwrap();
+    let r = c.index(&[]);
+    assert_eq!(
+        (n(&r["added"]), n(&r["changed"]), n(&r["removed"]), n(&r["embedded"]), n(&r["unchanged"])),
+        (1, 1, 1, 2, 38),
+        "{r:#}"
+    );
+    let info = c.info();
+    assert_eq!((n(&info["images"]), n(&info["embedded"]), n(&info["descriptors"])), (40, 40, 40));
+    assert_eq!(n(&info["index"]["count"]), 40);
+    // The new image is found, the deleted one is gone.
+    let q = c.query(&["class03/new.jpg".to_string()], &["--k", "40", "--exact"]);
+    let paths: Vec<&str> = q["results"][0]["hits"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap()).collect();
+    assert_eq!(paths[0], "class03/new.jpg");
+    assert!(!paths.contains(&"class02/009.jpg"));
+}
+
+#[test]
+fn a_run_killed_mid_way_resumes_without_duplicates_or_orphans() {
+    let c = Collection::new(5, 10); // 50 images, batches of 8
+    let out = c
+        .cmd(&["index", "--dim", "16", "--batch", "8"])
+        .arg(&c.gallery)
+        .arg("--model")
+        .arg(&c.model)
+        .env("IRTDB_FAILPOINT", "abort-after-batch:3")
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_none(), "expected a crash, got {:?}", out.status);
+    let info = c.info();
+    assert_eq!(n(&info["embedded"]), 24, "three batches of 8 were committed: {info:#}");
+    assert!(info["index"].is_null(), "no index generation before the run completed");
+
+    let r = c.index(&["--batch", "8"]);
+    assert_eq!((n(&r["added"]), n(&r["unchanged"]), n(&r["embedded"])), (26, 24, 26), "{r:#}");
+    let info = c.info();
+    assert_eq!((n(&info["images"]), n(&info["embedded"]), n(&info["descriptors"])), (50, 50, 50));
+    assert_eq!(n(&info["index"]["count"]), 50);
+    irtdb_store::Store::open_existing(&c.db).unwrap().integrity_check().unwrap();
+}
+
+#[test]
+fn corrupt_files_are_recorded_and_skipped() {
+    let c = Collection::new(2, 5);
+    std::fs::write(c.gallery.join("class00/broken.jpg"), b"\xff\xd8\xff\xe0 definitely not a jpeg").unwrap();
+    std::fs::write(c.gallery.join("class01/empty.png"), b"").unwrap();
+    let r = c.index(&[]);
+    assert_eq!((n(&r["embedded"]), n(&r["failed"])), (10, 2), "{r:#}");
+    let info = c.info();
+    let failures: Vec<(String, String)> = info["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap().to_string(), f["error"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(failures.len(), 2, "{info:#}");
+    assert!(failures.iter().any(|(p, e)| p == "class00/broken.jpg" && e.contains("broken.jpg")), "{failures:?}");
+    assert!(failures.iter().any(|(p, _)| p == "class01/empty.png"));
+    // A rerun does not retry unchanged failures, and the text summary points at `irtdb info`.
+    let again = c.index(&[]);
+    assert_eq!((n(&again["embedded"]), n(&again["failed"])), (0, 2));
+}
+
+#[test]
+fn stored_descriptors_equal_the_embed_command_bit_for_bit() {
+    let c = Collection::new(2, 4);
+    c.index(&["--dim", "0"]);
+    let img = c.gallery.join("class01/002.jpg");
+    let out = run_expect(irtdb().args(["embed", "--json", "--model"]).arg(&c.model).arg(&img), 0);
+    let fresh: Vec<f32> = serde_json::from_value(json(&out)["images"][0]["descriptor"].clone()).unwrap();
+    let store = irtdb_store::Store::open_existing(&c.db).unwrap();
+    let row = store.image_by_path("class01/002.jpg").unwrap().unwrap();
+    let model_id = store.models().unwrap()[0].id;
+    let stored = store.descriptor(row.id, model_id).unwrap().unwrap();
+    assert_eq!(
+        stored.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        fresh.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    // And a file outside the collection is embedded on the fly and finds its twin.
+    let copy = c.dir.join("outside.jpg");
+    std::fs::copy(&img, &copy).unwrap();
+    let q = c.query(&[copy.display().to_string()], &["--k", "1"]);
+    assert!(q["results"][0]["file"].is_string());
+    assert_eq!(q["results"][0]["hits"][0]["path"], "class01/002.jpg");
+    assert!(q["results"][0]["hits"][0]["score"].as_f64().unwrap() > 0.9999);
+}
+
+#[test]
+fn lost_index_files_are_rebuilt_from_the_database() {
+    let c = Collection::new(3, 8);
+    c.index(&[]);
+    let files: Vec<String> =
+        serde_json::from_value(c.info()["index"]["files"].clone()).unwrap();
+    assert!(!files.is_empty());
+    for f in &files {
+        std::fs::remove_file(c.dir.join(f)).unwrap();
+    }
+    let q = c.query(&["class00/000.jpg".into()], &["--k", "3"]);
+    assert_eq!(q["results"][0]["hits"][0]["path"], "class00/000.jpg");
+    assert!(q["notes"][0].as_str().unwrap().contains("rebuilt"), "{q:#}");
+    assert_eq!(c.info()["index"]["files_present"], true);
+    // Damaged files too.
+    let files: Vec<String> = serde_json::from_value(c.info()["index"]["files"].clone()).unwrap();
+    let graph = files.iter().find(|f| f.ends_with(".hnsw.graph")).unwrap();
+    std::fs::write(c.dir.join(graph), b"garbage").unwrap();
+    let q = c.query(&["class00/000.jpg".into()], &["--k", "3"]);
+    assert_eq!(q["results"][0]["hits"][0]["path"], "class00/000.jpg");
+    // And `reindex` rebuilds on demand.
+    let r = json(&run_expect(&mut c.cmd(&["reindex", "--json", "--dim", "8"]), 0));
+    assert_eq!((r["pca"]["out_dim"].as_u64(), n(&r["indexed"])), (Some(8), 24));
+}
+
+#[test]
+fn model_mismatches_and_changed_weights_are_refused() {
+    let c = Collection::new(2, 4);
+    c.index(&[]);
+    // Another model for the same database: refused, nothing mixed.
+    let other = c.dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (other_model, _) = write_micro_vit(&other, true);
+    let out = run_expect(
+        c.cmd(&["index"]).arg(&c.gallery).arg("--model").arg(&other_model),
+        2,
+    );
+    assert!(stderr(&out).contains("never mixed"), "{}", stderr(&out));
+    let out = run_expect(c.cmd(&["index", "--pooling", "mean"]).arg(&c.gallery).arg("--model").arg(&c.model), 2);
+    assert!(stderr(&out).contains("pooling mean"), "{}", stderr(&out));
+
+    // The weights file changes behind the collection's back: queries that need the model refuse.
+    let img = c.dir.join("q.jpg");
+    write_picture(&img, 50, 50, 4242);
+    std::fs::copy(&other_model, &c.model).unwrap();
+    let out = run_expect(c.cmd(&["query"]).arg(&img), 2);
+    assert!(stderr(&out).contains("changed since the collection was indexed"), "{}", stderr(&out));
+    // Queries by collection image need no model and still work.
+    c.query(&["id:1".into()], &[]);
+}
+
+#[test]
+fn too_few_images_for_pca_is_said_plainly() {
+    let c = Collection::new(1, 6);
+    let r = c.index(&["--dim", "16"]);
+    assert!(r["pca"].is_null());
+    assert!(r["pca_skipped"].as_str().unwrap().contains("needs more than 16 images, the collection has 6"), "{r:#}");
+    assert_eq!(n(&r["index_dim"]), 32);
+    let q = c.query(&["class00/001.jpg".into()], &["--k", "2"]);
+    assert_eq!(q["results"][0]["hits"][0]["path"], "class00/001.jpg");
+}
+
+#[test]
+fn html_page_is_self_contained() {
+    let c = Collection::new(2, 4);
+    c.index(&[]);
+    let page = c.dir.join("r.html");
+    run_expect(c.cmd(&["query", "class00/000.jpg", "--k", "3", "--html"]).arg(&page), 0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("data:image/jpeg;base64,").count(), 4, "query + 3 results");
+    assert!(!html.contains("src=\"/") && !html.contains("src=\"http"));
+    assert!(html.contains("random-weight model"));
+}
+
+#[test]
+fn queries_without_a_collection_say_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_expect(irtdb().args(["query", "x.jpg", "--db"]).arg(tmp.path().join("none.db")), 2);
+    assert!(stderr(&out).contains("irtdb index"), "{}", stderr(&out));
+    let c = Collection::new(1, 2);
+    let out = run_expect(&mut c.cmd(&["index"]).arg(&c.gallery), 2);
+    assert!(stderr(&out).contains("pass --model"), "{}", stderr(&out));
+    let _ = Path::new("");
+}
