@@ -26,6 +26,8 @@ enum Command {
     Reindex(cmd::index::ReindexArgs),
     Embed(cmd::embed::Args),
     Plugins(cmd::plugins::Args),
+    Eval(cmd::eval::Args),
+    Analyze(cmd::analyze::Args),
     #[command(subcommand)]
     Model(cmd::model::Command),
 }
@@ -39,6 +41,8 @@ fn main() -> ExitCode {
         Command::Reindex(a) => cmd::index::reindex(a),
         Command::Embed(a) => cmd::embed::run(a),
         Command::Plugins(a) => cmd::plugins::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Analyze(a) => cmd::analyze::run(a),
         Command::Model(c) => cmd::model::run(c),
     };
     match result {

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub mod analyze;
 pub mod embed;
+pub mod eval;
 pub mod index;
 pub mod info;
 pub mod model;

@@ -10,6 +10,7 @@
 mod backbone;
 mod error;
 pub mod loss;
+pub mod metrics;
 mod pooling;
 mod preprocess;
 

@@ -148,31 +148,43 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
             store.path().display()
         ),
     };
-    progress.stage(&format!("loading model {}", spec.model.display()));
     let weights_hash = spec.weights_hash()?;
-    let (_plugin, backbone) = spec.open()?;
-    let info = backbone.info().clone();
     let random_weights = crate::model::is_random_weights(&spec.model);
-    let stored = StoredModel { spec: spec.clone(), backbone: info.clone() };
-    if let Some((row, old)) = &existing {
-        if row.weights_hash != weights_hash || old.spec.pooling != spec.pooling || old.spec.plugin != spec.plugin {
-            bail!(
-                "{} was indexed with another model ({} via {}, pooling {}); this run asks for {} \
-                 via {}, pooling {}. Descriptors of different models are never mixed: use a new \
-                 --db for the new model",
-                store.path().display(),
-                old.spec.model.display(),
-                old.spec.plugin,
-                old.spec.pooling,
-                spec.model.display(),
-                spec.plugin,
-                spec.pooling
-            );
+    // The backbone is opened only when there is something to embed (or nothing is known about
+    // the model yet): a rerun with nothing new never pays for loading the model.
+    let mut opened = None;
+    let (model_id, info) = match &existing {
+        Some((row, old)) => {
+            if row.weights_hash != weights_hash
+                || old.spec.pooling != spec.pooling
+                || old.spec.plugin != spec.plugin
+            {
+                bail!(
+                    "{} was indexed with another model ({} via {}, pooling {}); this run asks \
+                     for {} via {}, pooling {}. Descriptors of different models are never \
+                     mixed: use a new --db for the new model",
+                    store.path().display(),
+                    old.spec.model.display(),
+                    old.spec.plugin,
+                    old.spec.pooling,
+                    spec.model.display(),
+                    spec.plugin,
+                    spec.pooling
+                );
+            }
+            (row.id, old.backbone.clone())
         }
-        collection::check_backbone(old, &info)?;
-    }
-    let model_id = store.upsert_model(&stored.to_new_model(weights_hash, random_weights))?;
-    store.set_meta(META_MODEL_ID, &model_id.to_string())?;
+        None => {
+            progress.stage(&format!("loading model {}", spec.model.display()));
+            let (_plugin, backbone) = spec.open()?;
+            let info = backbone.info().clone();
+            let stored = StoredModel { spec: spec.clone(), backbone: info.clone() };
+            let id = store.upsert_model(&stored.to_new_model(weights_hash, random_weights))?;
+            store.set_meta(META_MODEL_ID, &id.to_string())?;
+            opened = Some(backbone);
+            (id, info)
+        }
+    };
 
     // Scan and diff.
     progress.stage(&format!("scanning {}", root.display()));
@@ -243,8 +255,19 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     let total = jobs.len();
     report.added = jobs.iter().filter(|j| !j.existed).count();
     report.changed = total - report.added;
-    let mut embedder = Embedder::new(backbone, spec.pooling);
     if total > 0 {
+        let backbone = match opened {
+            Some(b) => b,
+            None => {
+                progress.stage(&format!("loading model {}", spec.model.display()));
+                let (_plugin, backbone) = spec.open()?;
+                if let Some((_, old)) = &existing {
+                    collection::check_backbone(old, backbone.info())?;
+                }
+                backbone
+            }
+        };
+        let mut embedder = Embedder::new(backbone, spec.pooling);
         progress.embed_start(total as u64);
         let t0 = Instant::now();
         let items: Vec<(Job, PathBuf)> = jobs.into_iter().map(|j| {

@@ -3,8 +3,10 @@
 //! host, images through `irtdb-image`, storage through `irtdb-store`, search through
 //! `irtdb-index`). It holds no SQL and no FFI.
 
+pub mod analyze;
 pub mod collection;
 pub mod embed;
+pub mod eval;
 pub mod html;
 pub mod index;
 pub mod info;

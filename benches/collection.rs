@@ -1,0 +1,290 @@
+//! The collection side: (a) how fast descriptors go into SQLite through `Store::commit_batch`,
+//! against the same bytes written to a flat file with one fsync; (b) the latency of a cold
+//! `irtdb query` process, split into its parts, against `irtdb query id:N` (no embedding).
+//!
+//!     scripts/setup-onnxruntime.sh                                # once
+//!     cargo build --release -p irtdb-plugin-ort-tensorrt          # the plugin `irtdb` loads
+//!     cargo bench --bench collection
+//!
+//! "Cold" means a new process each time (plugin, ONNX Runtime and the model loaded again); the
+//! OS page cache stays warm (one untimed query runs first).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use common::{median, ms, num, Table};
+use irtdb_engine::model::{write_random_model, RandomModel};
+use irtdb_store::{f32s_to_blob, ImageUpdate, NewModel, Outcome, Store};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Store benchmark: descriptors, their dimension (DeiT-S), images per commit, repetitions.
+const N: usize = 20_000;
+const DIM: usize = 384;
+const BATCH: usize = 64;
+const STORE_RUNS: usize = 3;
+
+/// Query benchmark: the indexed gallery, the model, and the number of timed processes.
+const GALLERY: usize = 48;
+const CLASSES: usize = 6;
+const PCA_DIM: usize = 32;
+const QUERY_ARCH: &str = "deit_small_patch16_224";
+const QUERY_RUNS: usize = 5;
+
+fn main() -> Result<()> {
+    let started = Instant::now();
+    let ort = common::setup_ort()?;
+    let plugin = common::plugin_path()?;
+    println!("# irtdb bench: collection");
+    println!("machine: {}", common::machine());
+    let tmp = tempfile::tempdir()?;
+    println!("scratch folder: {}", tmp.path().display());
+
+    store_writes(tmp.path())?;
+    query_latency(tmp.path(), &ort, &plugin)?;
+
+    println!("\ntotal bench time {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+// ----- (a) descriptors into SQLite ------------------------------------------------------------
+
+fn store_writes(dir: &Path) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(3);
+    let vectors: Vec<f32> = (0..N * DIM).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+    let updates: Vec<ImageUpdate> = vectors
+        .chunks_exact(DIM)
+        .enumerate()
+        .map(|(i, v)| ImageUpdate {
+            path: format!("class{:03}/img{i:06}.jpg", i % 100),
+            size: 60_000 + i as i64,
+            mtime_ns: 1_700_000_000_000_000_000 + i as i64,
+            hash: (0..4).map(|_| format!("{:016x}", rng.random::<u64>())).collect(),
+            width: Some(500),
+            height: Some(375),
+            label: Some(format!("class{:03}", i % 100)),
+            outcome: Outcome::Embedded(v.to_vec()),
+        })
+        .collect();
+    let bytes = (N * DIM * 4) as f64;
+
+    let (mut commits, mut closes, mut reads, mut db_bytes) = (vec![], vec![], vec![], 0u64);
+    for run in 0..STORE_RUNS {
+        let db = dir.join(format!("store{run}.db"));
+        let mut store = Store::open(&db)?;
+        let model = store.upsert_model(&NewModel {
+            plugin: "bench".into(),
+            backbone: "deit_small_patch16_224".into(),
+            weights_path: None,
+            weights_hash: "0".repeat(64),
+            config: serde_json::json!({ "pooling": "cls" }),
+            dim: DIM,
+            random_weights: true,
+        })?;
+        let t = Instant::now();
+        for chunk in updates.chunks(BATCH) {
+            store.commit_batch(model, chunk)?;
+        }
+        commits.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let back = store.descriptors(model)?;
+        reads.push(t.elapsed().as_secs_f64());
+        ensure!(back.len() == N && back.dim == DIM, "read back {} vectors", back.len());
+        let t = Instant::now();
+        drop(store); // closing checkpoints the WAL into the database file
+        closes.push(commits[run] + t.elapsed().as_secs_f64());
+        db_bytes = std::fs::metadata(&db)?.len();
+    }
+
+    let (mut flat_writes, mut flat_reads) = (vec![], vec![]);
+    for run in 0..STORE_RUNS {
+        let path = dir.join(format!("flat{run}.f32"));
+        let t = Instant::now();
+        let mut f = std::fs::File::create(&path)?;
+        for chunk in vectors.chunks(BATCH * DIM) {
+            f.write_all(&f32s_to_blob(chunk))?;
+        }
+        f.sync_all()?;
+        drop(f);
+        flat_writes.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let raw = std::fs::read(&path)?;
+        let back: Vec<f32> =
+            raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        flat_reads.push(t.elapsed().as_secs_f64());
+        ensure!(back.len() == N * DIM, "flat read back {} values", back.len());
+    }
+
+    let mut t = Table::new(
+        &format!(
+            "Descriptors into the collection: {N} x {DIM}-d f32 ({:.1} MB), {} commits of {BATCH}, \
+             median of {STORE_RUNS}",
+            bytes / 1e6,
+            N.div_ceil(BATCH)
+        ),
+        &["operation", "seconds", "descriptors/s", "MB/s", "vs flat file"],
+    );
+    let flat_w = median(&flat_writes);
+    let flat_r = median(&flat_reads);
+    let mut row = |what: &str, secs: f64, yard: f64| {
+        t.row(vec![
+            what.into(),
+            format!("{secs:.3}"),
+            num(N as f64 / secs),
+            num(bytes / 1e6 / secs),
+            format!("{:.1}x", secs / yard),
+        ]);
+    };
+    row("SQLite: Store::commit_batch, all batches", median(&commits), flat_w);
+    row("SQLite: commits + close (WAL checkpoint)", median(&closes), flat_w);
+    row("flat file: write + fsync once (yardstick)", flat_w, flat_w);
+    row("SQLite: Store::descriptors (read all back)", median(&reads), flat_r);
+    row("flat file: read all back (yardstick)", flat_r, flat_r);
+    t.print();
+    println!(
+        "Each commit also upserts the image row (path, size, mtime, hash, label); the database \
+         holds {:.1} MB after close ({:.2}x the raw vectors). WAL with synchronous=NORMAL: \
+         commits are not fsynced one by one. Page cache warm for the reads.",
+        db_bytes as f64 / 1e6,
+        db_bytes as f64 / bytes
+    );
+    Ok(())
+}
+
+// ----- (b) cold query latency -----------------------------------------------------------------
+
+/// The `irtdb` binary cargo built for this bench, with a clean environment.
+fn irtdb(dir: &Path, ort: &Path, plugin: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_irtdb"));
+    c.env_remove("IRTDB_MODEL")
+        .env_remove("IRTDB_DB")
+        .env("ORT_DYLIB_PATH", ort)
+        .env("IRTDB_PLUGIN_PATH", plugin.parent().expect("a file in a folder"))
+        .env("XDG_DATA_HOME", dir.join("xdg-data"))
+        .env("XDG_CACHE_HOME", dir.join("xdg-cache"));
+    c
+}
+
+/// Runs `cmd`, fails with its output unless it succeeds; returns stdout and the wall time.
+fn run(cmd: &mut Command) -> Result<(Vec<u8>, f64)> {
+    let t = Instant::now();
+    let out = cmd.output().context("running irtdb")?;
+    let wall = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({})\n{}{}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((out.stdout, wall))
+}
+
+/// Per-run parts of one query process, in seconds.
+#[derive(Debug, Default)]
+struct Parts {
+    wall: Vec<f64>,
+    open: Vec<f64>,
+    load: Vec<f64>,
+    embed: Vec<f64>,
+    search: Vec<f64>,
+}
+
+impl Parts {
+    fn push(&mut self, stdout: &[u8], wall: f64) -> Result<()> {
+        let report: serde_json::Value = serde_json::from_slice(stdout)?;
+        let ti = &report["timings"];
+        let get = |k: &str| ti[k].as_f64().with_context(|| format!("timings.{k} in {ti}"));
+        let results = report["results"].as_array().context("results")?;
+        ensure!(results.iter().all(|r| r["error"].is_null()), "query failed: {report}");
+        self.wall.push(wall);
+        self.open.push(get("open_seconds")?);
+        self.load.push(get("model_load_seconds")?);
+        self.embed.push(get("embed_seconds")?);
+        self.search.push(get("search_seconds")?);
+        Ok(())
+    }
+
+    /// Wall time minus the parts measured inside `query::run` after opening: process start,
+    /// dynamic linking, argument parsing, opening the database, printing, exit.
+    fn startup_open(&self) -> Vec<f64> {
+        (0..self.wall.len())
+            .map(|i| self.wall[i] - self.load[i] - self.embed[i] - self.search[i])
+            .collect()
+    }
+}
+
+fn query_latency(dir: &Path, ort: &Path, plugin: &Path) -> Result<()> {
+    let gallery = dir.join("gallery");
+    let (_, _) = common::write_photos(&gallery, GALLERY, (500, 375), 11, Some(CLASSES))?;
+    let query_img = dir.join("query.jpg");
+    common::write_photo_jpeg(&query_img, 500, 375, 999)?;
+    let model = dir.join(format!("{QUERY_ARCH}.safetensors"));
+    let opts = RandomModel { arch: QUERY_ARCH.into(), depth: None, image_size: None, seed: 2 };
+    write_random_model(&opts, &model)?;
+    let db = dir.join("gallery.db");
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+
+    let (out, index_wall) = run(irtdb(dir, ort, plugin).args([
+        "index",
+        &path(&gallery),
+        "--model",
+        &path(&model),
+        "--db",
+        &path(&db),
+        "--dim",
+        &PCA_DIM.to_string(),
+        "--json",
+    ]))?;
+    let index: serde_json::Value = serde_json::from_slice(&out)?;
+    ensure!(index["embedded"].as_u64() == Some(GALLERY as u64), "index report: {index}");
+    println!(
+        "\nindexed {GALLERY} photo-like 500x375 JPEGs with random {QUERY_ARCH} in {index_wall:.1} s \
+         ({} img/s while embedding), PCA {DIM} -> {PCA_DIM}, HNSW",
+        num(index["images_per_second"].as_f64().unwrap_or(f64::NAN))
+    );
+
+    let query = |target: &str| -> Result<(Vec<u8>, f64)> {
+        run(irtdb(dir, ort, plugin).args(["query", target, "--db", &path(&db), "--json"]))
+    };
+    let qpath = path(&query_img);
+    query(&qpath)?; // untimed: warms the page cache (binary, libraries, weights)
+    let (mut file, mut stored) = (Parts::default(), Parts::default());
+    for _ in 0..QUERY_RUNS {
+        let (out, wall) = query(&qpath)?;
+        file.push(&out, wall)?;
+        let (out, wall) = query("id:1")?;
+        stored.push(&out, wall)?;
+    }
+
+    let mut t = Table::new(
+        &format!(
+            "Cold `irtdb query` process ({QUERY_ARCH}, random weights, {GALLERY} images): median \
+             ms of {QUERY_RUNS} runs"
+        ),
+        &["part", "query IMAGE.jpg", "(min-max)", "query id:1 (lower bound)"],
+    );
+    let mut row = |what: &str, a: &[f64], b: &[f64]| {
+        t.row(vec![
+            what.into(),
+            ms(median(a)),
+            format!("{}-{}", ms(common::min(a)), ms(common::max(a))),
+            ms(median(b)),
+        ]);
+    };
+    row("process start-up + open (wall - the three below)", &file.startup_open(), &stored.startup_open());
+    row("  of which open (store, model row, PCA)", &file.open, &stored.open);
+    row("model load (plugin, weights hash, graph, session)", &file.load, &stored.load);
+    row("forward (decode + preprocess + forward, 1 image)", &file.embed, &stored.embed);
+    row("search (HNSW load + search + rows)", &file.search, &stored.search);
+    row("total wall time", &file.wall, &stored.wall);
+    t.print();
+    Ok(())
+}
