@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p irtdb-index --example index_report -- --n 100000 --out /tmp/irtdb-bench
-//! cargo run --release -p irtdb-index --example index_report -- --n 1000000 --skip-stock --skip-pca
+//! cargo run --release -p irtdb-index --example index_report -- --n 1000000 --skip-hnsw --skip-pca
 //! /tmp/venv/bin/python crates/index/benches/hnswlib_peer.py /tmp/irtdb-bench
 //! ```
 //!
@@ -34,6 +34,7 @@ struct Args {
     out: Option<PathBuf>,
     skip_stock: bool,
     skip_pca: bool,
+    skip_hnsw: bool,
     pca_n: usize,
     efs: Vec<usize>,
 }
@@ -46,6 +47,7 @@ fn parse_args() -> Args {
         out: None,
         skip_stock: false,
         skip_pca: false,
+        skip_hnsw: false,
         pca_n: 100_000,
         efs: vec![10, 16, 24, 32, 48, 64, 100, 150, 200, 300],
     };
@@ -61,6 +63,7 @@ fn parse_args() -> Args {
             "--efs" => a.efs = val().split(',').map(|s| s.parse().expect("--efs")).collect(),
             "--skip-stock" => a.skip_stock = true,
             "--skip-pca" => a.skip_pca = true,
+            "--skip-hnsw" => a.skip_hnsw = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -136,7 +139,9 @@ fn main() {
     }
 
     let ids: Vec<i64> = (0..args.n as i64).collect();
-    let kinds: &[DistanceKind] = if args.skip_stock {
+    let kinds: &[DistanceKind] = if args.skip_hnsw {
+        &[]
+    } else if args.skip_stock {
         &[DistanceKind::Fast]
     } else {
         &[DistanceKind::Fast, DistanceKind::Stock]

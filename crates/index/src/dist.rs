@@ -76,16 +76,18 @@ unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len();
     let pa = a.as_ptr();
     let pb = b.as_ptr();
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    let mut acc2 = _mm256_setzero_ps();
-    let mut acc3 = _mm256_setzero_ps();
-    let mut i = 0;
-    // SAFETY (all loads below): every load reads 8 floats starting at index `i + off` where the
-    // loop conditions guarantee `i + off + 8 <= n`, and both slices have length `n`. Unaligned
-    // loads (`loadu`) have no alignment requirement.
-    while i + 32 <= n {
-        unsafe {
+    // SAFETY: every 8-float load below starts at index `i (+ 8, 16, 24)` where the loop
+    // conditions guarantee that the 8 floats lie within `0..n`, and both slices have length `n`
+    // (the caller's contract); unaligned loads (`loadu`) have no alignment requirement; the
+    // scalar tail reads `i < n`. The caller guarantees AVX2 and FMA. (One block for the whole
+    // body because before Rust 1.87 even the register-only intrinsics were `unsafe fn`s.)
+    unsafe {
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut acc2 = _mm256_setzero_ps();
+        let mut acc3 = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 32 <= n {
             acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
             acc1 = _mm256_fmadd_ps(
                 _mm256_loadu_ps(pa.add(i + 8)),
@@ -102,31 +104,26 @@ unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
                 _mm256_loadu_ps(pb.add(i + 24)),
                 acc3,
             );
+            i += 32;
         }
-        i += 32;
-    }
-    while i + 8 <= n {
-        unsafe {
+        while i + 8 <= n {
             acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            i += 8;
         }
-        i += 8;
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
-    // Horizontal sum of 8 lanes: 256 → 128 → 64 → 32 bits.
-    let lo = _mm256_castps256_ps128(sum);
-    let hi = _mm256_extractf128_ps::<1>(sum);
-    let s4 = _mm_add_ps(lo, hi);
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
-    let mut total = _mm_cvtss_f32(s1);
-    while i < n {
-        // SAFETY: i < n and both slices have length n.
-        unsafe {
+        let sum = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+        // Horizontal sum of 8 lanes: 256 → 128 → 64 → 32 bits.
+        let lo = _mm256_castps256_ps128(sum);
+        let hi = _mm256_extractf128_ps::<1>(sum);
+        let s4 = _mm_add_ps(lo, hi);
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
+        let mut total = _mm_cvtss_f32(s1);
+        while i < n {
             total += *pa.add(i) * *pb.add(i);
+            i += 1;
         }
-        i += 1;
+        total
     }
-    total
 }
 
 /// HNSW distance for L2-normalised vectors: `max(0, 1 - dot(a, b))`, computed with [`dot`].

@@ -448,12 +448,13 @@ fn check_params(p: &HnswParams) -> Result<()> {
 
 fn check_basename(basename: &str) -> Result<()> {
     if basename.is_empty()
+        || basename == "."
+        || basename == ".."
         || basename.contains(['/', '\\'])
-        || basename.starts_with('.')
         || basename.chars().any(char::is_control)
     {
         return Err(Error::InvalidArgument(format!(
-            "index basename must be a plain file name not starting with '.', got {basename:?}"
+            "index basename must be a plain file name, got {basename:?}"
         )));
     }
     Ok(())
@@ -626,9 +627,10 @@ mod tests {
 
     #[test]
     fn basenames_are_checked() {
-        for b in ["", "a/b", ".hidden", "a\\b"] {
+        for b in ["", ".", "..", "a/b", "a\\b", "a\nb"] {
             assert!(check_basename(b).is_err(), "{b:?}");
         }
-        assert!(check_basename("hnsw-g7").is_ok());
+        assert!(check_basename("irtdb.db.hnsw-17").is_ok());
+        assert!(check_basename(".hidden.db.hnsw-17").is_ok());
     }
 }
