@@ -193,11 +193,6 @@ pub fn build_and_record(
     Ok((id, index))
 }
 
-/// Where the index files of generation `g` live.
-pub fn generation_dir(store: &Store) -> PathBuf {
-    store.dir().to_path_buf()
-}
-
 /// Loads the current generation's index; if its files are missing or damaged, rebuilds it from
 /// the database (and records the rebuilt files if no other process is writing). Returns the
 /// index and, when it had to be rebuilt, why.
@@ -208,7 +203,7 @@ pub fn load_or_rebuild(
     pca: Option<&Pca>,
 ) -> Result<(HnswIndex, Option<String>)> {
     let basename = hnsw_basename(g)?;
-    let loaded = HnswIndex::load(&generation_dir(store), &basename);
+    let loaded = HnswIndex::load(store.dir(), &basename);
     let problem = match loaded {
         Ok(index) if index.len() == g.count => return Ok((index, None)),
         Ok(index) => format!("index files hold {} vectors, the database {}", index.len(), g.count),

@@ -55,7 +55,7 @@ pub fn embed_files<B: Backbone>(
     let preprocess = embedder.backbone.info().preprocess.clone();
     let items: Vec<(usize, PathBuf)> = paths.iter().cloned().enumerate().collect();
     let mut slots: Vec<Option<Result<Vec<f32>>>> = (0..paths.len()).map(|_| None).collect();
-    for batch in BatchPipeline::new(items, batch_size.max(1), preprocess, limits.clone()) {
+    for batch in BatchPipeline::new(items, batch_size.max(1), preprocess, *limits) {
         for (i, _path, err) in batch.failed {
             slots[i] = Some(Err(anyhow::Error::new(err)));
         }

@@ -275,7 +275,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
             (j, p)
         }).collect();
         let mut batches = 0;
-        for batch in BatchPipeline::new(items, opts.batch.max(1), info.preprocess.clone(), opts.limits.clone()) {
+        for batch in BatchPipeline::new(items, opts.batch.max(1), info.preprocess.clone(), opts.limits) {
             let mut updates = Vec::with_capacity(batch.items.len() + batch.failed.len());
             for (job, _path, err) in &batch.failed {
                 updates.push(update(&job.file, job.hash.clone(), None, Outcome::Failed(err.to_string())));

@@ -93,10 +93,10 @@ fn resolve(store: &Store, root: &Path, q: &str) -> Result<Target> {
     let p = Path::new(q);
     // A path of the collection, relative to its root or absolute under it, whose file is as it
     // was when indexed.
-    let rel = if p.is_absolute() {
-        p.canonicalize().ok().and_then(|c| c.strip_prefix(root).ok().map(|r| r.to_string_lossy().replace('\\', "/")))
-    } else if p.exists() {
-        p.canonicalize().ok().and_then(|c| c.strip_prefix(root).ok().map(|r| r.to_string_lossy().replace('\\', "/")))
+    let rel = if p.exists() {
+        p.canonicalize()
+            .ok()
+            .and_then(|c| c.strip_prefix(root).ok().map(|r| r.to_string_lossy().replace('\\', "/")))
     } else {
         Some(q.to_string())
     };

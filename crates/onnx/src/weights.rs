@@ -539,7 +539,7 @@ fn check_config(c: &VitConfig, origin: &str) -> Result<()> {
         what,
         hint: "fix the VitConfig".to_owned(),
     };
-    if c.dim == 0 || c.heads == 0 || c.dim % c.heads != 0 {
+    if c.dim == 0 || c.heads == 0 || !c.dim.is_multiple_of(c.heads) {
         return Err(bad(format!("heads {} must be positive and divide dim {}", c.heads, c.dim)));
     }
     if c.patch == 0 || c.img_size.iter().any(|&s| s == 0 || s % c.patch != 0) {

@@ -82,15 +82,13 @@ struct Handle<B> {
 }
 
 /// The entry point's body, used by [`export_plugin!`](crate::export_plugin).
+///
+/// The table is returned whatever ABI the host asks for: its first two fields (`abi_version`,
+/// `struct_size`) are the same in every version, so the host reads them and refuses a mismatch
+/// itself, naming both versions. A plugin that serves several ABI versions would pick its table
+/// by `requested_abi` here.
 pub fn entry(requested_abi: u32, vtable: &'static PluginVTable) -> *const PluginVTable {
-    // A host speaking a newer ABI than ours gets null: it must not read fields we lack. An older
-    // host reads a prefix of our vtable, which append-only growth keeps valid.
-    if requested_abi < ABI_VERSION || requested_abi > ABI_VERSION {
-        set_last_error(&format!(
-            "plugin speaks irtdb plugin ABI {ABI_VERSION}, host asked for {requested_abi}"
-        ));
-        return std::ptr::null();
-    }
+    let _ = requested_abi;
     vtable
 }
 
