@@ -27,9 +27,12 @@ use ndarray::{s, Array4, Axis};
 /// Number of generated images, and their size (a typical web photo).
 const FILES: usize = 64;
 const PHOTO: (u32, u32) = (500, 375);
-/// Seconds spent on each forward measurement and targeted by each end-to-end run.
-const FORWARD_SECS: f64 = 4.0;
-const E2E_SECS: f64 = 5.0;
+/// Seconds spent on each forward measurement and targeted by each end-to-end run (which is
+/// at least two batches).
+const FORWARD_SECS: f64 = 1.5;
+const E2E_SECS: f64 = 2.5;
+/// Rounds of (forward alone, end to end) per model and batch size.
+const ROUNDS: usize = 3;
 const MODELS: [&str; 2] = ["deit_small_patch16_224", "deit_tiny_patch16_224"];
 const BATCHES: [usize; 2] = [1, 16];
 
@@ -62,11 +65,16 @@ fn main() -> Result<()> {
             "end to end",
             "e2e / forward",
             "no-overlap estimate",
-            "e2e images",
+            "e2e images/round",
         ],
     );
     let mut loads = Vec::new();
-    for arch in MODELS {
+    // IRTDB_BENCH_MODELS=deit_tiny_patch16_224 (comma-separated) picks other architectures.
+    let models: Vec<String> = match std::env::var("IRTDB_BENCH_MODELS") {
+        Ok(v) => v.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
+        Err(_) => MODELS.iter().map(|m| m.to_string()).collect(),
+    };
+    for arch in &models {
         let (rows, load) = model_rows(&plugin, arch, &files, tmp.path(), pre_parallel)?;
         for r in rows {
             table.row(r);
@@ -77,14 +85,19 @@ fn main() -> Result<()> {
     println!(
         "forward alone: PluginBackbone::forward on a preprocessed batch (ONNX Runtime CPU provider, \
          its default intra-op threads). end to end: embed_files over the JPEG files (decode, \
-         resize, crop, normalise on rayon one batch ahead, forward, CLS pooling, L2). \
+         resize, crop, normalise on rayon one batch ahead, forward, CLS pooling, L2). Medians \
+         of {ROUNDS} alternating rounds; e2e / forward is the median of the per-round ratios. \
          no-overlap estimate: 1 / (1/forward + 1/preprocessing-parallel), what running the two \
          one after the other on the same cores would give."
     );
     for l in loads {
         println!("{l}");
     }
-    println!("\ntotal bench time {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "\ntotal bench time {:.0} s; load average now {}",
+        started.elapsed().as_secs_f64(),
+        common::load_average()
+    );
     Ok(())
 }
 
@@ -174,18 +187,31 @@ fn model_rows(
     for b in BATCHES {
         let x = input.slice(s![..b, .., .., ..]);
         embedder.backbone.forward(x)?; // warm-up: the first run of a shape plans its kernels
-        let times = common::measure(2, FORWARD_SECS, 200, || {
-            embedder.backbone.forward(x).expect("forward");
-        });
-        let forward = b as f64 / median(&times);
 
-        // Enough files for about E2E_SECS, in whole batches, at least two batches.
-        let want = (forward * E2E_SECS / b as f64).ceil() as usize * b;
-        let n = want.clamp((2 * b).max(8), files.len() / b * b);
-        let t = Instant::now();
-        let results = embed_files(&mut embedder, &files[..n], b, &limits, |_| {})?;
-        let e2e = n as f64 / t.elapsed().as_secs_f64();
-        ensure!(results.iter().all(|r| r.result.is_ok()), "{arch}: an image failed to embed");
+        // Alternate the two measurements, so that a change in the machine's load (it is shared)
+        // hits both; report the medians and the median of the per-round ratios.
+        let (mut forwards, mut e2es, mut ratios, mut n) = (vec![], vec![], vec![], 0);
+        for _ in 0..ROUNDS {
+            let times = common::measure(1, FORWARD_SECS, 200, || {
+                embedder.backbone.forward(x).expect("forward");
+            });
+            let forward = b as f64 / median(&times);
+
+            // Enough files for about E2E_SECS, in whole batches, at least two batches.
+            let want = (forward * E2E_SECS / b as f64).ceil() as usize * b;
+            n = want.clamp((2 * b).max(8), files.len() / b * b);
+            let t = Instant::now();
+            let results = embed_files(&mut embedder, &files[..n], b, &limits, |_| {})?;
+            let e2e = n as f64 / t.elapsed().as_secs_f64();
+            ensure!(results.iter().all(|r| r.result.is_ok()), "{arch}: an image failed to embed");
+            forwards.push(forward);
+            e2es.push(e2e);
+            ratios.push(e2e / forward);
+        }
+        if std::env::var_os("IRTDB_BENCH_VERBOSE").is_some() {
+            println!("{arch} batch {b}: forward {forwards:.2?} img/s, end to end {e2es:.2?} img/s");
+        }
+        let (forward, e2e) = (median(&forwards), median(&e2es));
 
         let estimate = 1.0 / (1.0 / forward + 1.0 / pre_parallel);
         out.push(vec![
@@ -193,14 +219,17 @@ fn model_rows(
             b.to_string(),
             num(forward),
             num(e2e),
-            format!("{:.2}", e2e / forward),
+            format!("{:.2}", median(&ratios)),
             num(estimate),
             n.to_string(),
         ]);
     }
+    let t = Instant::now();
+    drop(embedder);
+    let drop_s = t.elapsed().as_secs_f64();
     let load = format!(
         "{arch}: random weights written in {write_s:.2} s ({:.0} MB); plugin backbone created in \
-         {load_s:.2} s (graph build + session) on {}",
+         {load_s:.2} s (graph build + session) on {}, dropped in {drop_s:.3} s",
         std::fs::metadata(&model)?.len() as f64 / 1e6,
         info.provider
     );

@@ -76,14 +76,19 @@ pub fn machine() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into());
+    let load = load_average();
     format!(
         "{cores} cores available ({cpu}), rayon {} threads, load average {load}, no GPU used",
         rayon::current_num_threads()
     )
+}
+
+/// The 1, 5 and 15 minute load averages (other work on a shared machine skews the numbers).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// A photo-like RGB image: a two-tone sky/ground gradient, low-frequency shading, soft-edged
@@ -92,7 +97,11 @@ pub fn machine() -> String {
 pub fn photo(width: u32, height: u32, seed: u64) -> RgbImage {
     let mut rng = StdRng::seed_from_u64(seed);
     let colour = |rng: &mut StdRng| -> [f32; 3] {
-        [rng.random_range(20.0..235.0), rng.random_range(20.0..235.0), rng.random_range(20.0..235.0)]
+        [
+            rng.random_range(20.0..235.0),
+            rng.random_range(20.0..235.0),
+            rng.random_range(20.0..235.0),
+        ]
     };
     let (w, h) = (width as f32, height as f32);
     let sky = colour(&mut rng);
@@ -126,20 +135,20 @@ pub fn photo(width: u32, height: u32, seed: u64) -> RgbImage {
         for (ch, v) in c.iter_mut().enumerate() {
             *v = sky[ch] * (1.0 - t) + ground[ch] * t;
         }
-        let shade: f32 = waves.iter().map(|[fx, fy, ph, a]| a * (fx * xf + fy * yf + ph).sin()).sum();
+        let shade: f32 =
+            waves.iter().map(|[fx, fy, ph, a]| a * (fx * xf + fy * yf + ph).sin()).sum();
         for ([cx, cy, rx, ry], bc) in &blobs {
             let d = ((xf - cx) / rx).powi(2) + ((yf - cy) / ry).powi(2);
             let alpha = ((1.0 - d) * 6.0).clamp(0.0, 1.0);
             if alpha > 0.0 {
-                for ch in 0..3 {
-                    c[ch] = c[ch] * (1.0 - alpha) + bc[ch] * alpha;
+                for (v, b) in c.iter_mut().zip(bc) {
+                    *v = *v * (1.0 - alpha) + b * alpha;
                 }
             }
         }
         let noise = rng.random_range(-5.0..5.0f32);
-        for ch in 0..3 {
-            let v = c[ch] + shade + noise + rng.random_range(-3.0..3.0f32);
-            px.0[ch] = v.clamp(0.0, 255.0) as u8;
+        for (out, v) in px.0.iter_mut().zip(c) {
+            *out = (v + shade + noise + rng.random_range(-3.0..3.0f32)).clamp(0.0, 255.0) as u8;
         }
     }
     img
