@@ -29,12 +29,26 @@ pub struct Args {
     /// plugin's own chain, skipping what is unavailable.
     #[arg(long, value_delimiter = ',')]
     providers: Option<Vec<String>>,
+    /// Preprocessing overrides as JSON, e.g. '{"crop_pct": 1.0, "interpolation": "bilinear"}'
+    /// (keys: mean, std, crop_pct, interpolation; the size always comes from the model). They
+    /// are recorded with the collection and applied to queries too.
+    #[arg(long, value_parser = parse_preprocess)]
+    preprocess: Option<serde_json::Value>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     batch: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Parses `--preprocess`: a JSON object.
+pub fn parse_preprocess(s: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err("expected a JSON object such as '{\"crop_pct\": 1.0}'".into()),
+        Err(e) => Err(format!("not JSON ({e}); expected e.g. '{{\"crop_pct\": 1.0}}'")),
+    }
 }
 
 pub fn parse_pool(s: &str) -> Result<Pool, String> {
@@ -44,6 +58,7 @@ pub fn parse_pool(s: &str) -> Result<Pool, String> {
 pub fn run(args: Args) -> Result<()> {
     let mut spec = ModelSpec::new(Some(&args.plugin), &args.model, args.pooling)?;
     spec.providers = args.providers.clone();
+    spec.preprocess = args.preprocess.clone();
     let (_plugin, backbone) = spec.open()?;
     let info = backbone.info().clone();
     let mut embedder = Embedder::new(backbone, args.pooling);

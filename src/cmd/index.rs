@@ -38,6 +38,11 @@ pub struct Args {
     /// Execution providers to insist on, in order (e.g. cpu). Default: the plugin's chain.
     #[arg(long, value_delimiter = ',')]
     providers: Option<Vec<String>>,
+    /// Preprocessing overrides as JSON, e.g. '{"crop_pct": 1.0, "interpolation": "bilinear"}'
+    /// (keys: mean, std, crop_pct, interpolation; the size always comes from the model). They
+    /// are recorded with the collection and applied to queries too.
+    #[arg(long, value_parser = super::embed::parse_preprocess)]
+    preprocess: Option<serde_json::Value>,
     #[command(flatten)]
     build: BuildArgs,
     /// Images per forward pass.
@@ -132,12 +137,17 @@ pub fn run(args: Args) -> Result<()> {
         Some(m) => {
             let mut s = ModelSpec::new(args.plugin.as_deref(), m, args.pooling.unwrap_or_default())?;
             s.providers = args.providers.clone();
+            s.preprocess = args.preprocess.clone();
             Some(s)
         }
         None => {
             anyhow::ensure!(
-                args.plugin.is_none() && args.pooling.is_none() && args.providers.is_none(),
-                "--plugin, --pooling and --providers describe a model: give --model too"
+                args.plugin.is_none()
+                    && args.pooling.is_none()
+                    && args.providers.is_none()
+                    && args.preprocess.is_none(),
+                "--plugin, --pooling, --providers and --preprocess describe a model: give --model \
+                 too"
             );
             None
         }

@@ -29,6 +29,11 @@ fn reference_cls(weights: &irtdb_onnx::VitWeights, image: &Path) -> Vec<f32> {
     let [h, w] = weights.config.img_size;
     let mut p = Preprocess::imagenet(h as u32);
     p.size = [h as u32, w as u32];
+    reference_cls_with(weights, image, &p)
+}
+
+fn reference_cls_with(weights: &irtdb_onnx::VitWeights, image: &Path, p: &Preprocess) -> Vec<f32> {
+    let p = p.clone();
     let img = irtdb_image::decode_file(image, &irtdb_image::DecodeLimits::default()).unwrap();
     let x = irtdb_image::preprocess_to_array(&img.rgb, &p);
     let tokens = irtdb_onnx::reference::forward(weights, x.as_slice().unwrap(), 1);
@@ -167,4 +172,23 @@ fn an_explicit_provider_that_cannot_register_is_an_error() {
     // ...while the default chain falls through to the CPU and says so.
     let j = embed_json(&model, &[&img], &[]);
     assert_eq!(j["model"]["backbone"]["provider"], "CPUExecutionProvider");
+}
+
+#[test]
+fn preprocessing_overrides_are_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, weights) = write_micro_vit(tmp.path(), false);
+    let img = tmp.path().join("wide.png");
+    write_picture(&img, 90, 40, 8);
+    let j = embed_json(&model, &[&img], &["--preprocess", r#"{"crop_pct": 1.0, "interpolation": "bilinear"}"#]);
+    assert_eq!(j["model"]["backbone"]["preprocess"]["crop_pct"], 1.0);
+    let mut p = Preprocess::imagenet(32);
+    p.crop_pct = 1.0;
+    p.interpolation = irtdb_core::Interpolation::Bilinear;
+    let want = reference_cls_with(&weights, &img, &p);
+    assert!(max_abs_diff(&descriptor(&j, 0), &want) <= 1e-4);
+    let default = descriptor(&embed_json(&model, &[&img], &[]), 0);
+    assert!(max_abs_diff(&default, &want) > 1e-3, "the override changed nothing");
+    let out = run_expect(irtdb().args(["embed", "--preprocess", "[1]", "--model"]).arg(&model).arg(&img), 2);
+    assert!(stderr(&out).contains("JSON object"), "{}", stderr(&out));
 }

@@ -158,6 +158,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
             if row.weights_hash != weights_hash
                 || old.spec.pooling != spec.pooling
                 || old.spec.plugin != spec.plugin
+                || old.spec.preprocess != spec.preprocess
             {
                 bail!(
                     "{} was indexed with another model ({} via {}, pooling {}); this run asks \
