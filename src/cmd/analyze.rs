@@ -27,7 +27,7 @@ pub struct Args {
     /// Pairs of each kind for the histograms; when more exist, this many are sampled.
     #[arg(long, default_value_t = AnalyzeOptions::default().max_pairs)]
     max_pairs: usize,
-    /// Histogram bins over [-1, 1].
+    /// Histogram bins (over the range the similarities span).
     #[arg(long, default_value_t = AnalyzeOptions::default().bins)]
     bins: usize,
     /// Seed of the pair sample.

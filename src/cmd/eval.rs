@@ -128,23 +128,16 @@ fn print_table(r: &EvalReport) -> Result<()> {
     }
     writeln!(out)?;
     if let Some(first) = r.variants.first() {
-        if first.revisited.is_some() {
-            let ks: Vec<String> = first
-                .revisited
-                .as_ref()
-                .unwrap()
-                .medium
-                .mp
-                .iter()
-                .map(|a| format!("mP@{}", a.k))
-                .collect();
+        if let Some(first_rv) = &first.revisited {
+            let ks: Vec<String> =
+                first_rv.medium.mp.iter().map(|a| format!("mP@{}", a.k)).collect();
             write!(out, "{:<14} {:<7} {:>7}", "descriptor", "setting", "mAP")?;
             for k in &ks {
                 write!(out, " {k:>7}")?;
             }
             writeln!(out)?;
             for v in &r.variants {
-                let rv = v.revisited.as_ref().expect("revisited variants");
+                let Some(rv) = &v.revisited else { continue };
                 for (name, s) in [("easy", &rv.easy), ("medium", &rv.medium), ("hard", &rv.hard)] {
                     write!(
                         out,

@@ -1,7 +1,7 @@
 //! `irtdb index` / `query` / `info` / `reindex` on generated galleries through the real ort
 //! plugin and a tiny random ViT.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::util::*;
@@ -287,7 +287,6 @@ fn queries_without_a_collection_say_what_to_do() {
     let out = run_expect(irtdb().args(["query", "x.jpg", "--db"]).arg(tmp.path().join("none.db")), 2);
     assert!(stderr(&out).contains("irtdb index"), "{}", stderr(&out));
     let c = Collection::new(1, 2);
-    let out = run_expect(&mut c.cmd(&["index"]).arg(&c.gallery), 2);
+    let out = run_expect(c.cmd(&["index"]).arg(&c.gallery), 2);
     assert!(stderr(&out).contains("pass --model"), "{}", stderr(&out));
-    let _ = Path::new("");
 }

@@ -37,7 +37,7 @@ pub struct AnalyzeOptions {
     pub out: PathBuf,
     /// Pairs of each kind used for the histograms; more available pairs are sampled.
     pub max_pairs: usize,
-    /// Histogram bins over [-1, 1].
+    /// Histogram bins over the range the similarities span.
     pub bins: usize,
     pub seed: u64,
 }
@@ -78,7 +78,11 @@ pub struct SimilarityStats {
     /// Histogram intersection Σ min(p_b, n_b) of the two normalised histograms: 0 when the
     /// distributions are apart, 1 when identical.
     pub overlap: f64,
-    /// Fraction of pairs per bin; bins split [-1, 1] evenly.
+    /// The range `[lo, hi]` the bins split evenly: the similarities' range widened to multiples
+    /// of 0.05 (a fixed [-1, 1] would squeeze the usual 0.2–1 spread of ViT descriptors into a
+    /// few bins).
+    pub hist_range: [f64; 2],
+    /// Fraction of pairs per bin.
     pub positive_hist: Vec<f64>,
     pub negative_hist: Vec<f64>,
 }
@@ -153,15 +157,16 @@ pub fn components_for(cumulative: &[f64], levels: &[f64]) -> Vec<EnergyLevel> {
         .collect()
 }
 
-/// Histogram of values in [-1, 1] over `bins` equal bins, as fractions summing to 1 (all zeros
-/// for no values). Values outside are clamped into the end bins.
-pub fn histogram(values: &[f32], bins: usize) -> Vec<f64> {
+/// Histogram of values over `bins` equal bins of `[lo, hi]`, as fractions summing to 1 (all
+/// zeros for no values). Values outside are clamped into the end bins.
+pub fn histogram(values: &[f32], bins: usize, [lo, hi]: [f64; 2]) -> Vec<f64> {
     let mut h = vec![0.0; bins];
     if values.is_empty() || bins == 0 {
         return h;
     }
+    let width = (hi - lo).max(f64::MIN_POSITIVE);
     for &v in values {
-        let b = (((v as f64 + 1.0) / 2.0) * bins as f64).floor();
+        let b = (((v as f64 - lo) / width) * bins as f64).floor();
         h[(b.max(0.0) as usize).min(bins - 1)] += 1.0;
     }
     h.iter_mut().for_each(|x| *x /= values.len() as f64);
@@ -253,8 +258,9 @@ pub fn similarity_stats(
             .collect()
     };
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
-    let positive_hist = histogram(&positives, bins);
-    let negative_hist = histogram(&negatives, bins);
+    let range = hist_range(positives.iter().chain(&negatives).copied());
+    let positive_hist = histogram(&positives, bins, range);
+    let negative_hist = histogram(&negatives, bins, range);
     Some(SimilarityStats {
         positive_pairs: pos_total,
         negative_pairs: neg_total,
@@ -263,9 +269,30 @@ pub fn similarity_stats(
         mean_positive: mean(&positives),
         mean_negative: mean(&negatives),
         overlap: histogram_intersection(&positive_hist, &negative_hist),
+        hist_range: range,
         positive_hist,
         negative_hist,
     })
+}
+
+/// `[lo, hi]` covering `values`, on multiples of 0.05 within [-1, 1], at least 0.1 wide.
+fn hist_range(values: impl Iterator<Item = f32>) -> [f64; 2] {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v as f64);
+        hi = hi.max(v as f64);
+    }
+    if lo > hi {
+        return [-1.0, 1.0];
+    }
+    // On the grid of twentieths, so that the edges are exact multiples of 0.05.
+    let mut lo = ((lo * 20.0).floor() as i32).max(-20);
+    let mut hi = ((hi * 20.0).ceil() as i32).min(20);
+    if hi - lo < 2 {
+        hi = (lo + 2).min(20);
+        lo = hi - 2;
+    }
+    [lo as f64 / 20.0, hi as f64 / 20.0]
 }
 
 fn prefix_sums(w: &[u64]) -> Vec<u64> {
@@ -398,8 +425,10 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeReport> {
 
     let mut sim_series = Vec::new();
     let mut y_max: f64 = 0.0;
+    let mut x_range = (f64::INFINITY, f64::NEG_INFINITY);
     for (i, c) in collections.iter().enumerate() {
         let Some(s) = &c.similarity else { continue };
+        x_range = (x_range.0.min(s.hist_range[0]), x_range.1.max(s.hist_range[1]));
         for (hist, kind, dashed) in
             [(&s.positive_hist, "positive", false), (&s.negative_hist, "negative", true)]
         {
@@ -408,7 +437,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeReport> {
                 name: format!("{} {kind}", c.name),
                 color: PALETTE[i % PALETTE.len()],
                 dashed,
-                points: step_points(hist),
+                points: step_points(hist, s.hist_range),
             });
         }
     }
@@ -417,7 +446,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeReport> {
             title: "Cosine similarity of positive (solid) and negative (dashed) pairs".into(),
             x_label: "cosine similarity".into(),
             y_label: "fraction of pairs".into(),
-            x_range: (-1.0, 1.0),
+            x_range,
             y_range: (0.0, nice_ceil(y_max * 1.05)),
             series: sim_series,
         };
@@ -432,16 +461,16 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeReport> {
     Ok(report)
 }
 
-/// A histogram as a step line over [-1, 1].
-fn step_points(hist: &[f64]) -> Vec<(f64, f64)> {
-    let w = 2.0 / hist.len() as f64;
-    let mut pts = vec![(-1.0, 0.0)];
+/// A histogram of `[lo, hi]` as a step line.
+fn step_points(hist: &[f64], [lo, hi]: [f64; 2]) -> Vec<(f64, f64)> {
+    let w = (hi - lo) / hist.len() as f64;
+    let mut pts = vec![(lo, 0.0)];
     for (b, &v) in hist.iter().enumerate() {
-        let x0 = -1.0 + b as f64 * w;
+        let x0 = lo + b as f64 * w;
         pts.push((x0, v));
         pts.push((x0 + w, v));
     }
-    pts.push((1.0, 0.0));
+    pts.push((hi, 0.0));
     pts
 }
 
@@ -760,10 +789,17 @@ mod tests {
 
     #[test]
     fn histograms_and_overlap() {
-        let h = histogram(&[-1.0, -0.9, 0.0, 0.99, 1.0, 2.0], 4);
+        let h = histogram(&[-1.0, -0.9, 0.0, 0.99, 1.0, 2.0], 4, [-1.0, 1.0]);
         assert_eq!(h, vec![2.0 / 6.0, 0.0, 1.0 / 6.0, 3.0 / 6.0]);
+        let h = histogram(&[0.5, 0.55, 0.9, 0.1], 2, [0.5, 1.0]);
+        assert_eq!(h, vec![3.0 / 4.0, 1.0 / 4.0]);
+        assert_eq!(hist_range([0.93f32, 0.999].into_iter()), [0.9, 1.0]);
+        assert_eq!(hist_range([0.98f32, 0.999].into_iter()), [0.9, 1.0]);
+        assert_eq!(hist_range([-0.33f32, 0.41].into_iter()), [-0.35, 0.45]);
+        assert_eq!(hist_range([0.2f32, 0.21].into_iter()), [0.2, 0.3]);
+        assert_eq!(hist_range(std::iter::empty()), [-1.0, 1.0]);
         assert_eq!(histogram_intersection(&[0.5, 0.5, 0.0], &[0.0, 0.5, 0.5]), 0.5);
-        assert_eq!(histogram(&[], 3), vec![0.0; 3]);
+        assert_eq!(histogram(&[], 3, [-1.0, 1.0]), vec![0.0; 3]);
     }
 
     #[test]

@@ -602,6 +602,18 @@ pub fn score_labels(
     dim: usize,
     ks: &[usize],
 ) -> (LabelMetrics, bool) {
+    score_labels_within(queries, query_labels, gallery, dim, ks, RANKING_BUDGET)
+}
+
+/// [`score_labels`] holding at most `budget` ranking entries at once (at least 64 queries' worth).
+fn score_labels_within(
+    queries: &[f32],
+    query_labels: &[u32],
+    gallery: Option<(&[f32], &[u32])>,
+    dim: usize,
+    ks: &[usize],
+    budget: usize,
+) -> (LabelMetrics, bool) {
     let loo = gallery.is_none();
     let (g, gl) = gallery.unwrap_or((queries, query_labels));
     assert_eq!(queries.len(), query_labels.len() * dim, "score_labels: queries and labels differ");
@@ -620,35 +632,24 @@ pub fn score_labels(
         query_labels.iter().for_each(|_| metrics.add_query(&[], 0));
         return (metrics, with_map);
     }
-    let block = (RANKING_BUDGET / k_search).clamp(64, 16_384) / 64 * 64;
+    let block = (budget / k_search).clamp(64, 16_384) / 64 * 64;
     for (b, chunk) in queries.chunks(block * dim).enumerate() {
         let results = exact_search(g, dim, chunk, k_search);
-        let partial = results
-            .par_iter()
-            .enumerate()
-            .fold(
-                || LabelMetrics::new(ks),
-                |mut m, (qi, hits)| {
-                    let q = b * block + qi;
-                    let label = query_labels[q];
-                    let relevant: Vec<bool> = hits
-                        .iter()
-                        .filter(|&&(row, _)| !(loo && row as usize == q))
-                        .take(depth)
-                        .map(|&(row, _)| gl[row as usize] == label)
-                        .collect();
-                    m.add_query(&relevant, r_of(label));
-                    m
-                },
-            )
-            .reduce(
-                || LabelMetrics::new(ks),
-                |mut a, b| {
-                    a.merge(&b);
-                    a
-                },
+        // In query order, one query at a time: the sums (and so the printed digits) do not
+        // depend on thread scheduling, and this is cheap next to the search.
+        let mut relevant = Vec::with_capacity(depth);
+        for (qi, hits) in results.iter().enumerate() {
+            let q = b * block + qi;
+            let label = query_labels[q];
+            relevant.clear();
+            relevant.extend(
+                hits.iter()
+                    .filter(|&&(row, _)| !(loo && row as usize == q))
+                    .take(depth)
+                    .map(|&(row, _)| gl[row as usize] == label),
             );
-        metrics.merge(&partial);
+            metrics.add_query(&relevant, r_of(label));
+        }
     }
     (metrics, with_map)
 }
@@ -1062,8 +1063,10 @@ mod tests {
         let data = random_unit_rows(n, dim, 3);
         let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % 90).collect();
         let ks = [1, 2, 4, 8, 100];
-        let (blocked, with_map) = score_labels(&data, &labels, None, dim, &ks);
+        // A budget of one query block at a time: 11 blocks, the last one partial.
+        let (blocked, with_map) = score_labels_within(&data, &labels, None, dim, &ks, 1);
         assert!(with_map);
+        assert_eq!(blocked, score_labels(&data, &labels, None, dim, &ks).0);
         let rankings: Vec<Vec<usize>> = data
             .chunks_exact(dim)
             .map(|q| {

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod html;
 pub mod index;
 pub mod info;
+pub mod lossy;
 pub mod model;
 pub mod query;
 
