@@ -2,13 +2,10 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use irtdb_core::Pool;
 use irtdb_engine::eval::{EvalOptions, EvalReport, Protocol};
-use irtdb_engine::index::Progress;
 use irtdb_engine::ModelSpec;
 use irtdb_image::DecodeLimits;
 
@@ -86,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
                 pca: !args.no_pca,
                 limits: DecodeLimits::default(),
             };
-            irtdb_engine::eval::run_protocol(&opts, &Bar::new(args.json))?
+            irtdb_engine::eval::run_protocol(&opts, &super::progress::Bar::new(args.json))?
         }
         (None, Some(db)) => irtdb_engine::eval::run_db(db)?,
         (None, None) => anyhow::bail!("give --protocol NAME --data DIR --model FILE, or --db FILE"),
@@ -174,45 +171,4 @@ fn print_table(r: &EvalReport) -> Result<()> {
         writeln!(out, "note: {n}")?;
     }
     Ok(())
-}
-
-/// Stage lines and an embedding progress bar on stderr (nothing with --json or off a terminal).
-struct Bar {
-    bar: ProgressBar,
-    quiet: bool,
-}
-
-impl Bar {
-    fn new(quiet: bool) -> Self {
-        Self { bar: ProgressBar::hidden(), quiet }
-    }
-}
-
-impl Progress for Bar {
-    fn stage(&self, message: &str) {
-        if !self.quiet {
-            self.bar.suspend(|| eprintln!("{message}"));
-        }
-    }
-    fn embed_start(&self, total: u64) {
-        if self.quiet {
-            return;
-        }
-        self.bar.set_length(total);
-        self.bar.set_position(0);
-        self.bar.set_draw_target(ProgressDrawTarget::stderr());
-        self.bar.set_style(
-            ProgressStyle::with_template(
-                "embedding {bar:30} {pos}/{len} images  {per_sec}  ETA {eta}",
-            )
-            .expect("valid template"),
-        );
-        self.bar.enable_steady_tick(Duration::from_millis(250));
-    }
-    fn embedded(&self, n: u64) {
-        self.bar.inc(n);
-    }
-    fn embed_finish(&self) {
-        self.bar.finish_and_clear();
-    }
 }

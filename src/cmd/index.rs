@@ -1,12 +1,10 @@
 //! `irtdb index` and `irtdb reindex`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use irtdb_core::Pool;
-use irtdb_engine::index::{IndexOptions, IndexReport, Progress};
+use irtdb_engine::index::{IndexOptions, IndexReport};
 use irtdb_engine::ModelSpec;
 use irtdb_image::DecodeLimits;
 use irtdb_index::HnswParams;
@@ -90,48 +88,6 @@ impl BuildArgs {
     }
 }
 
-/// A progress bar on stderr (hidden when stderr is not a terminal or with --json).
-struct Bar {
-    bar: ProgressBar,
-    quiet: bool,
-}
-
-impl Bar {
-    fn new(quiet: bool) -> Self {
-        let bar = ProgressBar::hidden();
-        Self { bar, quiet }
-    }
-}
-
-impl Progress for Bar {
-    fn stage(&self, message: &str) {
-        if !self.quiet {
-            self.bar.suspend(|| eprintln!("{message}"));
-        }
-    }
-    fn embed_start(&self, total: u64) {
-        if self.quiet {
-            return;
-        }
-        self.bar.set_length(total);
-        self.bar.set_position(0);
-        self.bar.set_draw_target(ProgressDrawTarget::stderr());
-        self.bar.set_style(
-            ProgressStyle::with_template(
-                "embedding {bar:30} {pos}/{len} images  {per_sec}  ETA {eta}",
-            )
-            .expect("valid template"),
-        );
-        self.bar.enable_steady_tick(Duration::from_millis(250));
-    }
-    fn embedded(&self, n: u64) {
-        self.bar.inc(n);
-    }
-    fn embed_finish(&self) {
-        self.bar.finish_and_clear();
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
     let spec = match &args.model {
         Some(m) => {
@@ -163,7 +119,7 @@ pub fn run(args: Args) -> Result<()> {
         wait: args.wait,
         limits: DecodeLimits { max_pixels: args.max_pixels, ..DecodeLimits::default() },
     };
-    let report = irtdb_engine::index::run(&opts, &Bar::new(args.json))?;
+    let report = irtdb_engine::index::run(&opts, &super::progress::Bar::new(args.json))?;
     print_report(&report, args.json)
 }
 
@@ -188,7 +144,7 @@ pub fn reindex(args: ReindexArgs) -> Result<()> {
         args.build.dim,
         args.build.whiten,
         &args.build.hnsw(),
-        &Bar::new(args.json),
+        &super::progress::Bar::new(args.json),
     )?;
     print_report(&report, args.json)
 }

@@ -7,6 +7,7 @@ pub mod index;
 pub mod info;
 pub mod model;
 pub mod plugins;
+pub mod progress;
 pub mod query;
 
 use std::io::Write;
