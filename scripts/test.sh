@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The test command: sets up what the tests need (ONNX Runtime's library from PyPI), builds the
-# plugins, and runs the whole suite offline. Safe to re-run; reuses the cargo cache.
+# The test command: sets up what the tests need (ONNX Runtime's library and a CPU libtorch, both
+# from PyPI wheels), builds the plugins, and runs every suite offline. Safe to re-run; reuses
+# the cargo and wheel caches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-onnxruntime.sh
+scripts/setup-libtorch.sh
 export ORT_DYLIB_PATH="$PWD/.deps/onnxruntime/libonnxruntime.so.1.32.0"
-# The plugin is a cdylib loaded at run time, not linked into anything the tests build: build it.
+# The plugins are cdylibs loaded at run time, not linked into anything the tests build.
 cargo build --locked -p irtdb-plugin-ort-tensorrt
 cargo test --locked --workspace --no-fail-fast "$@"
+# The tch plugin binds one libtorch exactly, so it is its own workspace (see its README).
+(cd plugins/tch-cuda && cargo build --locked && cargo test --locked --no-fail-fast)

@@ -1,0 +1,261 @@
+//! The inference backbone: a [`Vit`] on CUDA or the CPU, behind the plugin ABI.
+
+use std::path::{Path, PathBuf};
+
+use irtdb_core::{BackboneInfo, OutputKind, Preprocess};
+use irtdb_plugin_api::plugin::PluginBackbone;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::vit::Vit;
+
+/// Where the model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA device 0 if libtorch sees one, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA (`device_id`); an error if libtorch sees no GPU.
+    Cuda,
+}
+
+/// Backbone configuration, the JSON `backbone_create` receives (all keys but `model` optional):
+/// `{"model": "deit_small.safetensors", "device": "auto" | "cpu" | "cuda"}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A timm-named ViT/DeiT `.safetensors` file.
+    pub model: PathBuf,
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// CUDA device index (with `device` `cuda` or `auto`).
+    #[serde(default)]
+    pub device_id: usize,
+    /// Attention heads, when neither the sidecar nor the architecture name tells.
+    #[serde(default)]
+    pub heads: Option<usize>,
+    /// Preprocessing overrides (irtdb or timm keys), applied over the model's sidecar.
+    #[serde(default)]
+    pub preprocess: Option<serde_json::Value>,
+    /// CPU threads for libtorch's intra-op pool (0 or absent: libtorch's default).
+    #[serde(default)]
+    pub threads: Option<i32>,
+    /// What `irtdb --providers` sends (the ort plugin's key): `cuda` and `cpu` are understood,
+    /// the first one decides, and it overrides `device` (`["cuda", ...]` = `"device": "cuda"`).
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+}
+
+impl Config {
+    /// The device choice after `providers`.
+    pub fn device_choice(&self) -> Result<DeviceChoice, String> {
+        let Some(list) = &self.providers else { return Ok(self.device) };
+        for p in list {
+            if p != "cuda" && p != "cpu" {
+                return Err(format!(
+                    "provider '{p}': the tch-cuda plugin runs on cuda or cpu (TensorRT is the \
+                     ort-tensorrt plugin's)"
+                ));
+            }
+        }
+        match list.first().map(String::as_str) {
+            Some("cuda") => Ok(DeviceChoice::Cuda),
+            Some(_) => Ok(DeviceChoice::Cpu),
+            None => Err("providers: the list is empty; name cuda or cpu".into()),
+        }
+    }
+}
+
+/// The device `choice` resolves to on this machine.
+pub fn resolve_device(choice: DeviceChoice, device_id: usize) -> Result<Device, String> {
+    let gpus = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto if gpus == 0 => Ok(Device::Cpu),
+        DeviceChoice::Auto | DeviceChoice::Cuda if device_id < gpus => Ok(Device::Cuda(device_id)),
+        DeviceChoice::Auto | DeviceChoice::Cuda if gpus > 0 => {
+            Err(format!("device_id {device_id}: libtorch sees {gpus} CUDA device(s)"))
+        }
+        _ => Err(format!(
+            "device \"cuda\" was asked for but libtorch sees no CUDA device ({})",
+            crate::cuda_note()
+        )),
+    }
+}
+
+/// The provider string reported in [`BackboneInfo::provider`]: `cuda:0` or `cpu`.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
+}
+
+/// A ViT loaded from a timm safetensors checkpoint.
+#[derive(Debug)]
+pub struct TchBackbone {
+    vit: Vit,
+    device: Device,
+    info: BackboneInfo,
+}
+
+impl TchBackbone {
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let path = &config.model;
+        if !path.is_file() {
+            return Err(format!("model file {} does not exist", path.display()));
+        }
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if ext != "safetensors" {
+            return Err(format!(
+                "model {}: the tch-cuda plugin reads timm-named ViT/DeiT .safetensors files, not \
+                 '.{ext}' (ONNX models run in the ort-tensorrt plugin)",
+                path.display()
+            ));
+        }
+        if let Some(t) = config.threads.filter(|&t| t > 0) {
+            tch::set_num_threads(t);
+        }
+        let device = resolve_device(config.device_choice()?, config.device_id)?;
+        let overrides = irtdb_onnx::ConfigOverrides { heads: config.heads, ..Default::default() };
+        let weights = irtdb_onnx::VitWeights::load(path, &overrides).map_err(|e| e.to_string())?;
+        let vit = Vit::from_weights(&weights, device)?;
+        let c = &weights.config;
+        let size = [c.img_size[0] as u32, c.img_size[1] as u32];
+        let mut preprocess = Preprocess::imagenet(size[0]);
+        preprocess.size = size;
+        for o in
+            [sidecar_preprocess(path).as_ref(), config.preprocess.as_ref()].into_iter().flatten()
+        {
+            merge_preprocess(&mut preprocess, o)
+                .map_err(|e| format!("model {}: {e}", path.display()))?;
+        }
+        let info = BackboneInfo {
+            architecture: c.architecture.clone(),
+            preprocess,
+            output: OutputKind::Tokens { prefix: c.prefix_tokens },
+            dim: c.dim,
+            provider: device_name(device),
+        };
+        Ok(TchBackbone { vit, device, info })
+    }
+
+    pub fn vit(&self) -> &Vit {
+        &self.vit
+    }
+
+    /// The network, its device and the description (for the trainer).
+    pub fn into_parts(self) -> (Vit, Device, BackboneInfo) {
+        (self.vit, self.device, self.info)
+    }
+
+    /// Tokens `[B, prefix + M, D]` for a batch `[B, 3, H, W]`, on the CPU.
+    pub fn tokens(&self, input: &[f32], shape: &[usize]) -> Result<Tensor, String> {
+        let [h, w] = self.info.preprocess.size;
+        if shape.len() != 4 || shape[1] != 3 || shape[2] != h as usize || shape[3] != w as usize {
+            return Err(format!("input shape {shape:?}, expected [B, 3, {h}, {w}]"));
+        }
+        if input.len() != shape.iter().product::<usize>() {
+            return Err(format!("input has {} values for shape {shape:?}", input.len()));
+        }
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let out = tch::no_grad(|| {
+            let x = Tensor::from_slice(input).reshape(&dims).to_device(self.device);
+            self.vit.forward_tokens(&x).to_device(Device::Cpu).to_kind(Kind::Float)
+        });
+        Ok(out)
+    }
+}
+
+impl PluginBackbone for TchBackbone {
+    fn info(&self) -> BackboneInfo {
+        self.info.clone()
+    }
+
+    fn forward(
+        &mut self,
+        input: &[f32],
+        shape: &[usize],
+    ) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let out = self.tokens(input, shape)?;
+        let out_shape: Vec<usize> = out.size().iter().map(|&d| d as usize).collect();
+        let data = Vec::<f32>::try_from(out.contiguous().view(-1)).map_err(|e| e.to_string())?;
+        Ok((out_shape, data))
+    }
+}
+
+// The two functions below are the ort-tensorrt plugin's (plugins/ort-tensorrt/src/backbone.rs):
+// the sidecar format is the same for every plugin. (A shared home, e.g. irtdb-core, is for the
+// lead to decide; this crate may only edit itself.)
+
+/// Preprocessing recorded next to the model: `<model>.json` (irtdb's model card, key
+/// `preprocess`) or timm's hub `config.json` (key `pretrained_cfg`).
+fn sidecar_preprocess(model: &Path) -> Option<serde_json::Value> {
+    let card = model.with_extension("json");
+    let hub = model.parent()?.join("config.json");
+    for (file, key) in [(card, "preprocess"), (hub, "pretrained_cfg")] {
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        if let Some(v) = json.get(key) {
+            return Some(v.clone());
+        }
+    }
+    None
+}
+
+/// Applies a JSON object of preprocessing keys (irtdb names, or timm's `pretrained_cfg`) on top
+/// of `base`; unknown keys are ignored, wrong types are errors.
+fn merge_preprocess(base: &mut Preprocess, overrides: &serde_json::Value) -> Result<(), String> {
+    let obj = overrides.as_object().ok_or("preprocess overrides must be a JSON object")?;
+    let triple = |v: &serde_json::Value, key: &str| -> Result<[f32; 3], String> {
+        serde_json::from_value::<[f32; 3]>(v.clone()).map_err(|e| format!("preprocess.{key}: {e}"))
+    };
+    for (k, v) in obj {
+        match k.as_str() {
+            "mean" => base.mean = triple(v, k)?,
+            "std" => base.std = triple(v, k)?,
+            "crop_pct" => {
+                base.crop_pct = v.as_f64().ok_or("preprocess.crop_pct must be a number")? as f32
+            }
+            "interpolation" => {
+                base.interpolation = serde_json::from_value(v.clone())
+                    .map_err(|e| format!("preprocess.interpolation: {e}"))?
+            }
+            _ => {}
+        }
+    }
+    base.validate().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_and_rejects_typos() {
+        let c: Config =
+            serde_json::from_str(r#"{"model": "m.safetensors", "device": "cpu"}"#).unwrap();
+        assert_eq!(c.device, DeviceChoice::Cpu);
+        let c: Config = serde_json::from_str(r#"{"model": "m.safetensors"}"#).unwrap();
+        assert_eq!(c.device, DeviceChoice::Auto);
+        assert!(serde_json::from_str::<Config>(r#"{"model": "m", "devise": "cpu"}"#).is_err());
+        let p = |json: &str| serde_json::from_str::<Config>(json).unwrap().device_choice();
+        assert_eq!(p(r#"{"model": "m", "providers": ["cpu"]}"#), Ok(DeviceChoice::Cpu));
+        assert_eq!(p(r#"{"model": "m", "providers": ["cuda", "cpu"]}"#), Ok(DeviceChoice::Cuda));
+        assert!(p(r#"{"model": "m", "providers": ["tensorrt"]}"#)
+            .unwrap_err()
+            .contains("TensorRT"));
+    }
+
+    #[test]
+    fn cpu_and_auto_resolve_without_a_gpu() {
+        assert_eq!(resolve_device(DeviceChoice::Cpu, 0).unwrap(), Device::Cpu);
+        if !tch::Cuda::is_available() {
+            assert_eq!(resolve_device(DeviceChoice::Auto, 0).unwrap(), Device::Cpu);
+            let e = resolve_device(DeviceChoice::Cuda, 0).unwrap_err();
+            assert!(e.contains("no CUDA device"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The cdylib through the host's loader, against the ort-tensorrt plugin on the same weights.
+//!
+//! The ort half needs `/work/main/target/debug/libirtdb_plugin_ort_tensorrt.so` (or
+//! `IRTDB_ORT_PLUGIN`) and ONNX Runtime (`ORT_DYLIB_PATH`, or `.deps/onnxruntime` of the
+//! workspace); without them that test says so and passes.
+
+use std::path::{Path, PathBuf};
+
+use irtdb_core::{Backbone, Features, OutputKind};
+use irtdb_onnx::testing::{deit_config, random_images, random_vit_with_std, save_safetensors};
+use irtdb_onnx::VitConfig;
+use irtdb_plugin_api::host::Plugin;
+use ndarray::{Array4, ArrayView1};
+use serde_json::json;
+
+/// The directory of the test binary's build: `target/debug`, where the cdylib lands.
+fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_owned() // target/debug/deps/x → target/debug
+}
+
+fn tch_plugin() -> Plugin {
+    let path = build_dir().join("libirtdb_plugin_tch_cuda.so");
+    // `cargo test` links the rlib; the cdylib comes from `cargo build`.
+    assert!(path.is_file(), "{} is missing: run `cargo build` before `cargo test`", path.display());
+    Plugin::load(&path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A random vit_micro saved with a model card `<model>.json` carrying its preprocessing.
+fn model(dir: &Path, cfg: &VitConfig) -> PathBuf {
+    let path = dir.join("micro.safetensors");
+    save_safetensors(&path, &random_vit_with_std(cfg, 11, 0.2)).unwrap();
+    let card = json!({"num_heads": cfg.heads, "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}});
+    std::fs::write(path.with_extension("json"), card.to_string()).unwrap();
+    path
+}
+
+fn images(cfg: &VitConfig, batch: usize) -> Array4<f32> {
+    let [h, w] = cfg.img_size;
+    Array4::from_shape_vec((batch, 3, h, w), random_images(cfg, batch, 12)).unwrap()
+}
+
+fn tokens(f: Features) -> ndarray::Array3<f32> {
+    tokens_with_prefix(f, 1)
+}
+
+fn tokens_with_prefix(f: Features, want: usize) -> ndarray::Array3<f32> {
+    match f {
+        Features::Tokens { tokens, prefix } => {
+            assert_eq!(prefix, want);
+            tokens
+        }
+        Features::Pooled(_) => panic!("expected tokens"),
+    }
+}
+
+fn cosine(a: ArrayView1<'_, f32>, b: ArrayView1<'_, f32>) -> f32 {
+    a.dot(&b) / (a.dot(&a).sqrt() * b.dot(&b).sqrt())
+}
+
+#[test]
+fn loads_describes_and_embeds_on_cpu() {
+    let plugin = tch_plugin();
+    assert_eq!(plugin.name(), "tch-cuda");
+    assert!(plugin.description().available_providers.contains(&"cpu".to_string()));
+    let cfg = deit_config("vit_micro").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = model(dir.path(), &cfg);
+    let mut bb = plugin.create_backbone(&json!({"model": path, "device": "cpu"})).unwrap();
+    let info = bb.info().clone();
+    assert_eq!(info.provider, "cpu");
+    assert_eq!(info.dim, 32);
+    assert_eq!(info.output, OutputKind::Tokens { prefix: 1 });
+    assert_eq!(info.preprocess.size, [32, 32]);
+    assert_eq!(info.preprocess.mean, [0.5; 3], "the model card's preprocess is applied");
+    let t = tokens(bb.forward(images(&cfg, 4).view()).unwrap());
+    assert_eq!(t.dim(), (4, cfg.num_tokens(), 32));
+
+    // Errors cross the boundary as messages.
+    let e =
+        plugin.create_backbone(&json!({"model": dir.path().join("nope.safetensors")})).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    let e = plugin.create_backbone(&json!({"model": path, "devise": "cpu"})).unwrap_err();
+    assert!(e.to_string().contains("devise"), "{e}");
+    if !tch::Cuda::is_available() {
+        let e = plugin.create_backbone(&json!({"model": path, "device": "cuda"})).unwrap_err();
+        assert!(e.to_string().contains("no CUDA device"), "{e}");
+    }
+}
+
+#[test]
+fn auto_device_uses_cuda_when_present() {
+    let plugin = tch_plugin();
+    let cfg = deit_config("vit_micro").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = model(dir.path(), &cfg);
+    let bb = plugin.create_backbone(&json!({"model": path})).unwrap();
+    let want = if tch::Cuda::is_available() { "cuda:0" } else { "cpu" };
+    assert_eq!(bb.info().provider, want);
+}
+
+#[test]
+fn matches_the_ort_plugin() {
+    let ort = std::env::var_os("IRTDB_ORT_PLUGIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/debug/libirtdb_plugin_ort_tensorrt.so"));
+    let ort_lib = workspace().join(".deps/onnxruntime/libonnxruntime.so.1.32.0");
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() && ort_lib.is_file() {
+        // Before the ort plugin loads ONNX Runtime (once, lazily), and before other threads
+        // read the environment: this test sets it and nothing else here reads it.
+        #[allow(unused_unsafe)]
+        unsafe {
+            std::env::set_var("ORT_DYLIB_PATH", &ort_lib)
+        };
+    }
+    if !ort.is_file() || std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        eprintln!("SKIPPED: no ort-tensorrt plugin at {} or no ORT_DYLIB_PATH", ort.display());
+        return;
+    }
+    let ort_plugin = Plugin::load(&ort).unwrap();
+    // A test size, and a real DeiT layout (224², 12 blocks, distillation token).
+    for (name, batch) in [("vit_micro", 5), ("deit_tiny_distilled_patch16_224", 2)] {
+        let cfg = deit_config(name).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = model(dir.path(), &cfg);
+        let x = images(&cfg, batch);
+        let mut tch_bb =
+            tch_plugin().create_backbone(&json!({"model": path, "device": "auto"})).unwrap();
+        let mut ort_bb =
+            ort_plugin.create_backbone(&json!({"model": path, "providers": ["cpu"]})).unwrap();
+        assert_eq!(tch_bb.info().preprocess, ort_bb.info().preprocess);
+        assert_eq!(tch_bb.info().dim, ort_bb.info().dim);
+        assert_eq!(tch_bb.info().output, ort_bb.info().output);
+
+        let p = cfg.prefix_tokens;
+        let a = tokens_with_prefix(tch_bb.forward(x.view()).unwrap(), p);
+        let b = tokens_with_prefix(ort_bb.forward(x.view()).unwrap(), p);
+        assert_eq!(a.dim(), b.dim());
+        let max = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        for i in 0..a.dim().0 {
+            // The descriptor: the class token (L2-normalised downstream; cosine ignores scale).
+            let c = cosine(a.slice(ndarray::s![i, 0, ..]), b.slice(ndarray::s![i, 0, ..]));
+            assert!(c >= 0.9999, "{name} image {i}: cosine {c} (max token |Δ| {max})");
+        }
+        assert!(max < 1e-3, "{name}: max token |Δ| {max}");
+        eprintln!("{name}: tch ({}) vs ort (cpu): max token |Δ| = {max:e}", tch_bb.info().provider);
+    }
+}
