@@ -51,6 +51,33 @@ impl Preprocess {
         (target / self.crop_pct).floor() as u32
     }
 
+    /// Applies a JSON object of overrides: irtdb's keys or timm's `pretrained_cfg` (`mean`, `std`,
+    /// `crop_pct`, `interpolation`; others such as `input_size` are ignored: the size always
+    /// comes from the model). Wrong types are errors naming the key; the result is validated.
+    pub fn apply_overrides(&mut self, overrides: &serde_json::Value) -> crate::Result<()> {
+        let bad = |key: &str, e: &dyn std::fmt::Display| {
+            crate::Error::Invalid(format!("preprocess.{key}: {e}"))
+        };
+        let obj = overrides.as_object().ok_or_else(|| {
+            crate::Error::Invalid("preprocess overrides must be a JSON object".into())
+        })?;
+        for (k, v) in obj {
+            match k.as_str() {
+                "mean" => self.mean = serde_json::from_value(v.clone()).map_err(|e| bad(k, &e))?,
+                "std" => self.std = serde_json::from_value(v.clone()).map_err(|e| bad(k, &e))?,
+                "crop_pct" => {
+                    self.crop_pct = v.as_f64().ok_or_else(|| bad(k, &"must be a number"))? as f32
+                }
+                "interpolation" => {
+                    self.interpolation =
+                        serde_json::from_value(v.clone()).map_err(|e| bad(k, &e))?
+                }
+                _ => {}
+            }
+        }
+        self.validate()
+    }
+
     /// Checks that the settings make sense, with a message that says which value is wrong.
     pub fn validate(&self) -> crate::Result<()> {
         if self.size[0] == 0 || self.size[1] == 0 {
@@ -86,6 +113,20 @@ mod tests {
         let mut p = Preprocess::imagenet(224);
         p.crop_pct = 1.0;
         assert_eq!(p.resize_shorter_to(), 224);
+    }
+
+    #[test]
+    fn overrides_accept_timm_keys_and_name_bad_ones() {
+        let mut p = Preprocess::imagenet(224);
+        let cfg = serde_json::json!({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+            "crop_pct": 0.9, "interpolation": "bilinear", "input_size": [3, 224, 224]});
+        p.apply_overrides(&cfg).unwrap();
+        assert_eq!((p.mean, p.crop_pct, p.interpolation), ([0.5; 3], 0.9, Interpolation::Bilinear));
+        assert_eq!(p.size, [224, 224]);
+        let err = p.apply_overrides(&serde_json::json!({"crop_pct": 2.0})).unwrap_err();
+        assert!(err.to_string().contains("crop_pct"), "{err}");
+        let err = p.apply_overrides(&serde_json::json!({"mean": "grey"})).unwrap_err();
+        assert!(err.to_string().contains("preprocess.mean"), "{err}");
     }
 
     #[test]

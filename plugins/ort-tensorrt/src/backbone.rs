@@ -1,7 +1,5 @@
 //! One model in one ONNX Runtime session.
 
-use std::path::Path;
-
 use irtdb_core::{BackboneInfo, OutputKind, Preprocess};
 use irtdb_plugin_api::plugin::PluginBackbone;
 use ort::ep::ExecutionProvider;
@@ -39,7 +37,7 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
             onnx: std::fs::read(path).map_err(|e| format!("cannot read model {}: {e}", path.display()))?,
             architecture: "onnx".into(),
             prefix_tokens: config.prefix_tokens,
-            preprocess_hint: sidecar_preprocess(path),
+            preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path),
         }),
         "safetensors" => {
             let overrides = irtdb_onnx::ConfigOverrides { heads: config.heads, ..Default::default() };
@@ -50,7 +48,7 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
                 onnx,
                 architecture: weights.config.architecture.clone(),
                 prefix_tokens: Some(weights.config.prefix_tokens),
-                preprocess_hint: sidecar_preprocess(path),
+                preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path),
             })
         }
         _ => Err(format!(
@@ -59,45 +57,6 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
             path.display()
         )),
     }
-}
-
-/// Preprocessing recorded next to the model: `<model>.json` (irtdb's model card, key
-/// `preprocess`) or timm's hub `config.json` (key `pretrained_cfg`).
-fn sidecar_preprocess(model: &Path) -> Option<serde_json::Value> {
-    let card = model.with_extension("json");
-    let hub = model.parent()?.join("config.json");
-    for (file, key) in [(card, "preprocess"), (hub, "pretrained_cfg")] {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-        if let Some(v) = json.get(key) {
-            return Some(v.clone());
-        }
-    }
-    None
-}
-
-/// Applies a JSON object of preprocessing keys (irtdb names, or timm's `pretrained_cfg`) on top
-/// of `base`; unknown keys are ignored, wrong types are errors.
-fn merge_preprocess(base: &mut Preprocess, overrides: &serde_json::Value) -> Result<(), String> {
-    let obj = overrides.as_object().ok_or("preprocess overrides must be a JSON object")?;
-    let triple = |v: &serde_json::Value, key: &str| -> Result<[f32; 3], String> {
-        serde_json::from_value::<[f32; 3]>(v.clone()).map_err(|e| format!("preprocess.{key}: {e}"))
-    };
-    for (k, v) in obj {
-        match k.as_str() {
-            "mean" => base.mean = triple(v, k)?,
-            "std" => base.std = triple(v, k)?,
-            "crop_pct" => {
-                base.crop_pct = v.as_f64().ok_or("preprocess.crop_pct must be a number")? as f32
-            }
-            "interpolation" => {
-                base.interpolation = serde_json::from_value(v.clone())
-                    .map_err(|e| format!("preprocess.interpolation: {e}"))?
-            }
-            _ => {}
-        }
-    }
-    base.validate().map_err(|e| e.to_string())
 }
 
 fn register_providers(
@@ -219,7 +178,7 @@ impl OrtBackbone {
         preprocess.size = size;
         for o in [model.preprocess_hint.as_ref(), config.preprocess.as_ref()].into_iter().flatten()
         {
-            merge_preprocess(&mut preprocess, o).map_err(|e| format!("model {path}: {e}"))?;
+            preprocess.apply_overrides(o).map_err(|e| format!("model {path}: {e}"))?;
         }
 
         let mut backbone = OrtBackbone {
@@ -334,17 +293,5 @@ mod tests {
         assert_eq!(guess_prefix(17), Some(1));
         assert_eq!(guess_prefix(50), Some(1));
         assert_eq!(guess_prefix(100), None);
-    }
-
-    #[test]
-    fn preprocess_merge_accepts_timm_keys() {
-        let mut p = Preprocess::imagenet(224);
-        let cfg = serde_json::json!({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "crop_pct": 0.9,
-            "interpolation": "bicubic", "input_size": [3, 224, 224]});
-        merge_preprocess(&mut p, &cfg).unwrap();
-        assert_eq!(p.mean, [0.5; 3]);
-        assert_eq!(p.crop_pct, 0.9);
-        let bad = serde_json::json!({"crop_pct": 2.0});
-        assert!(merge_preprocess(&mut p, &bad).unwrap_err().contains("crop_pct"));
     }
 }

@@ -1,6 +1,6 @@
 //! The inference backbone: a [`Vit`] on CUDA or the CPU, behind the plugin ABI.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use irtdb_core::{BackboneInfo, OutputKind, Preprocess};
 use irtdb_plugin_api::plugin::PluginBackbone;
@@ -127,9 +127,9 @@ impl TchBackbone {
         let mut preprocess = Preprocess::imagenet(size[0]);
         preprocess.size = size;
         for o in
-            [sidecar_preprocess(path).as_ref(), config.preprocess.as_ref()].into_iter().flatten()
+            [irtdb_onnx::sidecar::preprocess_hint(path).as_ref(), config.preprocess.as_ref()].into_iter().flatten()
         {
-            merge_preprocess(&mut preprocess, o)
+            preprocess.apply_overrides(o)
                 .map_err(|e| format!("model {}: {e}", path.display()))?;
         }
         let info = BackboneInfo {
@@ -189,45 +189,6 @@ impl PluginBackbone for TchBackbone {
 // The two functions below are the ort-tensorrt plugin's (plugins/ort-tensorrt/src/backbone.rs):
 // the sidecar format is the same for every plugin. (A shared home, e.g. irtdb-core, is for the
 // lead to decide; this crate may only edit itself.)
-
-/// Preprocessing recorded next to the model: `<model>.json` (irtdb's model card, key
-/// `preprocess`) or timm's hub `config.json` (key `pretrained_cfg`).
-fn sidecar_preprocess(model: &Path) -> Option<serde_json::Value> {
-    let card = model.with_extension("json");
-    let hub = model.parent()?.join("config.json");
-    for (file, key) in [(card, "preprocess"), (hub, "pretrained_cfg")] {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-        if let Some(v) = json.get(key) {
-            return Some(v.clone());
-        }
-    }
-    None
-}
-
-/// Applies a JSON object of preprocessing keys (irtdb names, or timm's `pretrained_cfg`) on top
-/// of `base`; unknown keys are ignored, wrong types are errors.
-fn merge_preprocess(base: &mut Preprocess, overrides: &serde_json::Value) -> Result<(), String> {
-    let obj = overrides.as_object().ok_or("preprocess overrides must be a JSON object")?;
-    let triple = |v: &serde_json::Value, key: &str| -> Result<[f32; 3], String> {
-        serde_json::from_value::<[f32; 3]>(v.clone()).map_err(|e| format!("preprocess.{key}: {e}"))
-    };
-    for (k, v) in obj {
-        match k.as_str() {
-            "mean" => base.mean = triple(v, k)?,
-            "std" => base.std = triple(v, k)?,
-            "crop_pct" => {
-                base.crop_pct = v.as_f64().ok_or("preprocess.crop_pct must be a number")? as f32
-            }
-            "interpolation" => {
-                base.interpolation = serde_json::from_value(v.clone())
-                    .map_err(|e| format!("preprocess.interpolation: {e}"))?
-            }
-            _ => {}
-        }
-    }
-    base.validate().map_err(|e| e.to_string())
-}
 
 #[cfg(test)]
 mod tests {
