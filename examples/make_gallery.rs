@@ -31,11 +31,15 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { out: PathBuf::from("gallery"), classes: 12, per_class: 20, size: 128, seed: 1 };
+    let mut a =
+        Args { out: PathBuf::from("gallery"), classes: 12, per_class: 20, size: 128, seed: 1 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
-            it.next().unwrap_or_else(|| panic!("{name} needs a value")).parse::<u64>().unwrap_or_else(|e| panic!("{name}: {e}"))
+            it.next()
+                .unwrap_or_else(|| panic!("{name} needs a value"))
+                .parse::<u64>()
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
         };
         match arg.as_str() {
             "--classes" => a.classes = value("--classes") as usize,
@@ -49,7 +53,11 @@ fn parse_args() -> Args {
             other => a.out = PathBuf::from(other),
         }
     }
-    assert!(a.classes <= SHAPES.len() * PALETTES.len(), "at most {} classes", SHAPES.len() * PALETTES.len());
+    assert!(
+        a.classes <= SHAPES.len() * PALETTES.len(),
+        "at most {} classes",
+        SHAPES.len() * PALETTES.len()
+    );
     a
 }
 
@@ -74,7 +82,9 @@ fn draw(path: &Path, class: usize, size: u32, rng: &mut StdRng) {
     let scale: f32 = rng.random_range(0.22..0.42) * size as f32;
     let cx: f32 = rng.random_range(0.35..0.65) * size as f32;
     let cy: f32 = rng.random_range(0.35..0.65) * size as f32;
-    let jitter = |c: [u8; 3], rng: &mut StdRng, amount: i32| c.map(|v| (v as i32 + rng.random_range(-amount..=amount)).clamp(0, 255) as u8);
+    let jitter = |c: [u8; 3], rng: &mut StdRng, amount: i32| {
+        c.map(|v| (v as i32 + rng.random_range(-amount..=amount)).clamp(0, 255) as u8)
+    };
     let fg = jitter(fg, rng, 25);
     let bg = jitter(bg, rng, 25);
     let (gx, gy): (f32, f32) = (rng.random_range(-0.4..0.4), rng.random_range(-0.4..0.4));
@@ -83,8 +93,13 @@ fn draw(path: &Path, class: usize, size: u32, rng: &mut StdRng) {
         let (dx, dy) = ((px as f32 - cx) / scale, (py as f32 - cy) / scale);
         let (x, y) = (cos * dx + sin * dy, -sin * dx + cos * dy);
         // Background: the class's colour under a gentle gradient, so backgrounds vary.
-        let shade = 1.0 + gx * (px as f32 / size as f32 - 0.5) + gy * (py as f32 / size as f32 - 0.5);
-        let c = if inside(shape, x, y) { fg } else { bg.map(|v| (v as f32 * shade).clamp(0.0, 255.0) as u8) };
+        let shade =
+            1.0 + gx * (px as f32 / size as f32 - 0.5) + gy * (py as f32 / size as f32 - 0.5);
+        let c = if inside(shape, x, y) {
+            fg
+        } else {
+            bg.map(|v| (v as f32 * shade).clamp(0.0, 255.0) as u8)
+        };
         image::Rgb(c)
     });
     img.save(path).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));

@@ -12,3 +12,9 @@ cargo build --locked -p irtdb-plugin-ort-tensorrt
 cargo test --locked --workspace --no-fail-fast "$@"
 # The tch plugin binds one libtorch exactly, so it is its own workspace (see its README).
 (cd plugins/tch-cuda && cargo build --locked && cargo test --locked --no-fail-fast)
+# Bounded fuzzing of image decoding, safetensors → ONNX and index-file loading from the kept
+# corpus (IRTDB_FUZZ_SECONDS per target; 0 skips).
+fuzz_seconds="${IRTDB_FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+  scripts/fuzz.sh "$fuzz_seconds"
+fi

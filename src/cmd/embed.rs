@@ -68,7 +68,8 @@ pub fn run(args: Args) -> Result<()> {
     if args.json {
         #[derive(serde::Serialize)]
         struct Image<'a> {
-            path: &'a std::path::Path,
+            /// Lossy: serde refuses non-UTF-8 paths, and the descriptors must still come out.
+            path: std::borrow::Cow<'a, str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             descriptor: Option<&'a [f32]>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,8 +78,12 @@ pub fn run(args: Args) -> Result<()> {
         let images: Vec<Image> = outcomes
             .iter()
             .map(|o| match &o.result {
-                Ok(v) => Image { path: &o.path, descriptor: Some(v), error: None },
-                Err(e) => Image { path: &o.path, descriptor: None, error: Some(format!("{e:#}")) },
+                Ok(v) => Image { path: o.path.to_string_lossy(), descriptor: Some(v), error: None },
+                Err(e) => Image {
+                    path: o.path.to_string_lossy(),
+                    descriptor: None,
+                    error: Some(format!("{e:#}")),
+                },
             })
             .collect();
         #[derive(serde::Serialize)]

@@ -84,14 +84,19 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     fn hnsw(&self) -> HnswParams {
-        HnswParams { m: self.hnsw_m, ef_construction: self.hnsw_ef_construction, ..HnswParams::default() }
+        HnswParams {
+            m: self.hnsw_m,
+            ef_construction: self.hnsw_ef_construction,
+            ..HnswParams::default()
+        }
     }
 }
 
 pub fn run(args: Args) -> Result<()> {
     let spec = match &args.model {
         Some(m) => {
-            let mut s = ModelSpec::new(args.plugin.as_deref(), m, args.pooling.unwrap_or_default())?;
+            let mut s =
+                ModelSpec::new(args.plugin.as_deref(), m, args.pooling.unwrap_or_default())?;
             s.providers = args.providers.clone();
             s.preprocess = args.preprocess.clone();
             Some(s)

@@ -10,10 +10,13 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also check the whole database file for damage (reads all of it: slow on a large one).
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let info = irtdb_engine::info::run(&args.db.db)?;
+    let info = irtdb_engine::info::run_checked(&args.db.db, args.check)?;
     if args.json {
         return super::print_json(&info);
     }
@@ -25,10 +28,20 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(m) = &info.model {
         println!(
             "model      {} via {}, {} pooling, {}-d, input {}x{} (crop {})",
-            m.architecture, m.plugin, m.pooling, m.dim, m.input_size[0], m.input_size[1], m.crop_pct
+            m.architecture,
+            m.plugin,
+            m.pooling,
+            m.dim,
+            m.input_size[0],
+            m.input_size[1],
+            m.crop_pct
         );
-        println!("weights    {} (blake3 {}){}", m.weights, &m.weights_hash[..16.min(m.weights_hash.len())],
-            if m.random_weights { ", RANDOM weights" } else { "" });
+        println!(
+            "weights    {} (blake3 {}){}",
+            m.weights,
+            &m.weights_hash[..16.min(m.weights_hash.len())],
+            if m.random_weights { ", RANDOM weights" } else { "" }
+        );
     }
     match &info.pca {
         Some(p) => println!(

@@ -47,4 +47,3 @@ impl Progress for Bar {
         self.bar.finish_and_clear();
     }
 }
-

@@ -53,7 +53,9 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("note: {n}");
     }
     if report.random_weights && !args.json {
-        eprintln!("note: the collection's model has RANDOM weights: similarity is colour and layout");
+        eprintln!(
+            "note: the collection's model has RANDOM weights: similarity is colour and layout"
+        );
     }
     let failed = report.results.iter().filter(|r| r.error.is_some()).count();
     if args.json {
@@ -69,7 +71,13 @@ pub fn run(args: Args) -> Result<()> {
                 continue;
             }
             for h in &r.hits {
-                writeln!(out, "{:>3}  {:.4}  {}", h.rank, h.score, report.root.join(&h.path).display())?;
+                writeln!(
+                    out,
+                    "{:>3}  {:.4}  {}",
+                    h.rank,
+                    h.score,
+                    report.root.join(&h.path).display()
+                )?;
             }
         }
     }

@@ -24,7 +24,12 @@ impl Collection {
             let class_dir = gallery.join(format!("class{c:02}"));
             std::fs::create_dir_all(&class_dir).unwrap();
             for i in 0..per_class {
-                write_picture(&class_dir.join(format!("{i:03}.jpg")), 64, 48, (c * 1000 + i) as u32);
+                write_picture(
+                    &class_dir.join(format!("{i:03}.jpg")),
+                    64,
+                    48,
+                    (c * 1000 + i) as u32,
+                );
             }
         }
         let (model, _) = write_micro_vit(&dir, false);
@@ -59,7 +64,13 @@ impl Collection {
 
     fn ids(&self) -> Vec<i64> {
         let store = irtdb_store::Store::open_existing(&self.db).unwrap();
-        store.images().unwrap().iter().filter(|r| r.status == irtdb_store::Status::Ok).map(|r| r.id).collect()
+        store
+            .images()
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == irtdb_store::Status::Ok)
+            .map(|r| r.id)
+            .collect()
     }
 }
 
@@ -89,7 +100,9 @@ fn every_image_finds_itself_and_hnsw_agrees_with_exact_search() {
     let approx = c.query(&queries, &["--k", "10"]);
     let exact = c.query(&queries, &["--k", "10", "--exact"]);
     let (mut found, mut total) = (0usize, 0usize);
-    for (a, e) in approx["results"].as_array().unwrap().iter().zip(exact["results"].as_array().unwrap()) {
+    for (a, e) in
+        approx["results"].as_array().unwrap().iter().zip(exact["results"].as_array().unwrap())
+    {
         let id = a["collection_id"].as_i64().unwrap();
         let (ah, eh) = (hits(a), hits(e));
         // Itself first, score ≈ 1 (a tie with an identical vector would also have score ≈ 1).
@@ -132,7 +145,12 @@ fn reruns_are_incremental_and_reflect_added_changed_and_deleted_files() {
     assert_eq!(n(&info["index"]["count"]), 40);
     // The new image is found, the deleted one is gone.
     let q = c.query(&["class03/new.jpg".to_string()], &["--k", "40", "--exact"]);
-    let paths: Vec<&str> = q["results"][0]["hits"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = q["results"][0]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths[0], "class03/new.jpg");
     assert!(!paths.contains(&"class02/009.jpg"));
 }
@@ -164,7 +182,8 @@ fn a_run_killed_mid_way_resumes_without_duplicates_or_orphans() {
 #[test]
 fn corrupt_files_are_recorded_and_skipped() {
     let c = Collection::new(2, 5);
-    std::fs::write(c.gallery.join("class00/broken.jpg"), b"\xff\xd8\xff\xe0 definitely not a jpeg").unwrap();
+    std::fs::write(c.gallery.join("class00/broken.jpg"), b"\xff\xd8\xff\xe0 definitely not a jpeg")
+        .unwrap();
     std::fs::write(c.gallery.join("class01/empty.png"), b"").unwrap();
     let r = c.index(&[]);
     assert_eq!((n(&r["embedded"]), n(&r["failed"])), (10, 2), "{r:#}");
@@ -173,10 +192,15 @@ fn corrupt_files_are_recorded_and_skipped() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["path"].as_str().unwrap().to_string(), f["error"].as_str().unwrap().to_string()))
+        .map(|f| {
+            (f["path"].as_str().unwrap().to_string(), f["error"].as_str().unwrap().to_string())
+        })
         .collect();
     assert_eq!(failures.len(), 2, "{info:#}");
-    assert!(failures.iter().any(|(p, e)| p == "class00/broken.jpg" && e.contains("broken.jpg")), "{failures:?}");
+    assert!(
+        failures.iter().any(|(p, e)| p == "class00/broken.jpg" && e.contains("broken.jpg")),
+        "{failures:?}"
+    );
     assert!(failures.iter().any(|(p, _)| p == "class01/empty.png"));
     // A rerun does not retry unchanged failures, and the text summary points at `irtdb info`.
     let again = c.index(&[]);
@@ -189,7 +213,8 @@ fn stored_descriptors_equal_the_embed_command_bit_for_bit() {
     c.index(&["--dim", "0"]);
     let img = c.gallery.join("class01/002.jpg");
     let out = run_expect(irtdb().args(["embed", "--json", "--model"]).arg(&c.model).arg(&img), 0);
-    let fresh: Vec<f32> = serde_json::from_value(json(&out)["images"][0]["descriptor"].clone()).unwrap();
+    let fresh: Vec<f32> =
+        serde_json::from_value(json(&out)["images"][0]["descriptor"].clone()).unwrap();
     let store = irtdb_store::Store::open_existing(&c.db).unwrap();
     let row = store.image_by_path("class01/002.jpg").unwrap().unwrap();
     let model_id = store.models().unwrap()[0].id;
@@ -211,8 +236,7 @@ fn stored_descriptors_equal_the_embed_command_bit_for_bit() {
 fn lost_index_files_are_rebuilt_from_the_database() {
     let c = Collection::new(3, 8);
     c.index(&[]);
-    let files: Vec<String> =
-        serde_json::from_value(c.info()["index"]["files"].clone()).unwrap();
+    let files: Vec<String> = serde_json::from_value(c.info()["index"]["files"].clone()).unwrap();
     assert!(!files.is_empty());
     for f in &files {
         std::fs::remove_file(c.dir.join(f)).unwrap();
@@ -240,12 +264,12 @@ fn model_mismatches_and_changed_weights_are_refused() {
     let other = c.dir.join("other");
     std::fs::create_dir_all(&other).unwrap();
     let (other_model, _) = write_micro_vit(&other, true);
+    let out = run_expect(c.cmd(&["index"]).arg(&c.gallery).arg("--model").arg(&other_model), 2);
+    assert!(stderr(&out).contains("never mixed"), "{}", stderr(&out));
     let out = run_expect(
-        c.cmd(&["index"]).arg(&c.gallery).arg("--model").arg(&other_model),
+        c.cmd(&["index", "--pooling", "mean"]).arg(&c.gallery).arg("--model").arg(&c.model),
         2,
     );
-    assert!(stderr(&out).contains("never mixed"), "{}", stderr(&out));
-    let out = run_expect(c.cmd(&["index", "--pooling", "mean"]).arg(&c.gallery).arg("--model").arg(&c.model), 2);
     assert!(stderr(&out).contains("pooling mean"), "{}", stderr(&out));
 
     // The weights file changes behind the collection's back: queries that need the model refuse.
@@ -263,7 +287,13 @@ fn too_few_images_for_pca_is_said_plainly() {
     let c = Collection::new(1, 6);
     let r = c.index(&["--dim", "16"]);
     assert!(r["pca"].is_null());
-    assert!(r["pca_skipped"].as_str().unwrap().contains("needs more than 16 images, the collection has 6"), "{r:#}");
+    assert!(
+        r["pca_skipped"]
+            .as_str()
+            .unwrap()
+            .contains("needs more than 16 images, the collection has 6"),
+        "{r:#}"
+    );
     assert_eq!(n(&r["index_dim"]), 32);
     let q = c.query(&["class00/001.jpg".into()], &["--k", "2"]);
     assert_eq!(q["results"][0]["hits"][0]["path"], "class00/001.jpg");
@@ -284,7 +314,8 @@ fn html_page_is_self_contained() {
 #[test]
 fn queries_without_a_collection_say_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = run_expect(irtdb().args(["query", "x.jpg", "--db"]).arg(tmp.path().join("none.db")), 2);
+    let out =
+        run_expect(irtdb().args(["query", "x.jpg", "--db"]).arg(tmp.path().join("none.db")), 2);
     assert!(stderr(&out).contains("irtdb index"), "{}", stderr(&out));
     let c = Collection::new(1, 2);
     let out = run_expect(c.cmd(&["index"]).arg(&c.gallery), 2);

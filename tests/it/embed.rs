@@ -39,8 +39,9 @@ fn reference_cls_with(weights: &irtdb_onnx::VitWeights, image: &Path, p: &Prepro
     let tokens = irtdb_onnx::reference::forward(weights, x.as_slice().unwrap(), 1);
     let d = weights.config.dim;
     let prefix = weights.config.prefix_tokens;
-    let mut cls: Vec<f32> =
-        (0..d).map(|j| (0..prefix).map(|t| tokens[t * d + j]).sum::<f32>() / prefix as f32).collect();
+    let mut cls: Vec<f32> = (0..d)
+        .map(|j| (0..prefix).map(|t| tokens[t * d + j]).sum::<f32>() / prefix as f32)
+        .collect();
     let n = cls.iter().map(|v| v * v).sum::<f32>().sqrt();
     cls.iter_mut().for_each(|v| *v /= n);
     cls
@@ -77,15 +78,24 @@ fn token_and_pooled_onnx_files_agree_with_the_safetensors_path() {
     let (model, weights) = write_micro_vit(tmp.path(), false);
     let tokens_onnx = tmp.path().join("tokens.onnx");
     let pooled_onnx = tmp.path().join("pooled.onnx");
-    std::fs::write(&tokens_onnx, irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::Tokens).unwrap())
-        .unwrap();
-    std::fs::write(&pooled_onnx, irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::PooledCls).unwrap())
-        .unwrap();
+    std::fs::write(
+        &tokens_onnx,
+        irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::Tokens).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        &pooled_onnx,
+        irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::PooledCls).unwrap(),
+    )
+    .unwrap();
     let img = tmp.path().join("x.png");
     write_picture(&img, 40, 40, 3);
     let from_st = descriptor(&embed_json(&model, &[&img], &[]), 0);
     let jt = embed_json(&tokens_onnx, &[&img], &[]);
-    assert_eq!(jt["model"]["backbone"]["output"], serde_json::json!({"kind": "tokens", "prefix": 1}));
+    assert_eq!(
+        jt["model"]["backbone"]["output"],
+        serde_json::json!({"kind": "tokens", "prefix": 1})
+    );
     let jp = embed_json(&pooled_onnx, &[&img], &[]);
     assert_eq!(jp["model"]["backbone"]["output"], serde_json::json!({"kind": "pooled"}));
     assert!(max_abs_diff(&from_st, &descriptor(&jt, 0)) < 1e-5);
@@ -95,7 +105,10 @@ fn token_and_pooled_onnx_files_agree_with_the_safetensors_path() {
     let mut seen: Vec<Vec<f32>> = Vec::new();
     for pooling in ["mean", "max", "gem"] {
         let d = descriptor(&embed_json(&tokens_onnx, &[&img], &["--pooling", pooling]), 0);
-        assert!(seen.iter().all(|s| max_abs_diff(s, &d) > 1e-4), "{pooling} equals another pooling");
+        assert!(
+            seen.iter().all(|s| max_abs_diff(s, &d) > 1e-4),
+            "{pooling} equals another pooling"
+        );
         seen.push(d);
     }
     // A pooled model cannot be mean-pooled: said plainly.
@@ -137,7 +150,9 @@ fn bad_models_are_refused_with_the_file_named() {
 
     let missing: PathBuf = tmp.path().join("missing.safetensors");
     let out = run_expect(irtdb().args(["embed", "--model"]).arg(&missing).arg(&img), 2);
-    assert!(stderr(&out).contains("missing.safetensors") && stderr(&out).contains("does not exist"));
+    assert!(
+        stderr(&out).contains("missing.safetensors") && stderr(&out).contains("does not exist")
+    );
 
     let garbage = tmp.path().join("garbage.onnx");
     std::fs::write(&garbage, b"\x08\x01garbage").unwrap();
@@ -154,7 +169,11 @@ fn bad_models_are_refused_with_the_file_named() {
     let unknown = tmp.path().join("weights.bin");
     std::fs::write(&unknown, b"1234").unwrap();
     let out = run_expect(irtdb().args(["embed", "--model"]).arg(&unknown).arg(&img), 2);
-    assert!(stderr(&out).contains("weights.bin") && stderr(&out).contains(".onnx"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("weights.bin") && stderr(&out).contains(".onnx"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -168,7 +187,11 @@ fn an_explicit_provider_that_cannot_register_is_an_error() {
         irtdb().args(["embed", "--providers", "cuda", "--model"]).arg(&model).arg(&img),
         2,
     );
-    assert!(stderr(&out).contains("'cuda' was asked for but could not be registered"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("'cuda' was asked for but could not be registered"),
+        "{}",
+        stderr(&out)
+    );
     // ...while the default chain falls through to the CPU and says so.
     let j = embed_json(&model, &[&img], &[]);
     assert_eq!(j["model"]["backbone"]["provider"], "CPUExecutionProvider");
@@ -180,7 +203,11 @@ fn preprocessing_overrides_are_applied() {
     let (model, weights) = write_micro_vit(tmp.path(), false);
     let img = tmp.path().join("wide.png");
     write_picture(&img, 90, 40, 8);
-    let j = embed_json(&model, &[&img], &["--preprocess", r#"{"crop_pct": 1.0, "interpolation": "bilinear"}"#]);
+    let j = embed_json(
+        &model,
+        &[&img],
+        &["--preprocess", r#"{"crop_pct": 1.0, "interpolation": "bilinear"}"#],
+    );
     assert_eq!(j["model"]["backbone"]["preprocess"]["crop_pct"], 1.0);
     let mut p = Preprocess::imagenet(32);
     p.crop_pct = 1.0;
@@ -189,6 +216,9 @@ fn preprocessing_overrides_are_applied() {
     assert!(max_abs_diff(&descriptor(&j, 0), &want) <= 1e-4);
     let default = descriptor(&embed_json(&model, &[&img], &[]), 0);
     assert!(max_abs_diff(&default, &want) > 1e-3, "the override changed nothing");
-    let out = run_expect(irtdb().args(["embed", "--preprocess", "[1]", "--model"]).arg(&model).arg(&img), 2);
+    let out = run_expect(
+        irtdb().args(["embed", "--preprocess", "[1]", "--model"]).arg(&model).arg(&img),
+        2,
+    );
     assert!(stderr(&out).contains("JSON object"), "{}", stderr(&out));
 }

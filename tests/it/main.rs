@@ -3,5 +3,7 @@
 
 mod collection;
 mod embed;
+mod eval;
 mod plugins;
+mod reliability;
 mod util;

@@ -71,7 +71,8 @@ fn drop_in_plugin_beside_a_copied_binary_is_offered_and_used() {
             .arg(&img),
         0,
     );
-    let got: Vec<f32> = serde_json::from_value(json(&out)["images"][0]["descriptor"].clone()).unwrap();
+    let got: Vec<f32> =
+        serde_json::from_value(json(&out)["images"][0]["descriptor"].clone()).unwrap();
     let norm = |v: u8| (v as f32 / 255.0 - 0.5) / 0.5;
     let max = [0, 1, 2].map(|c| colours.iter().map(|q| norm(q[c])).fold(f32::MIN, f32::max));
     let want = normalise(max);
@@ -126,6 +127,11 @@ fn backbone_failures_are_clear_errors_not_aborts() {
         ("nan", "non-finite value NaN"),
         ("wrong-shape", "does not match the declared output"),
         ("zero", "zero or non-finite vector"),
+        ("null-handle", "returned a null handle"),
+        ("bad-info", "invalid info JSON"),
+        ("null-output", "invalid tensor (ndim 3, data null: true)"),
+        ("huge-ndim", "invalid tensor (ndim 1000"),
+        ("overflow-shape", "has more values than can exist"),
     ];
     for (mode, expected) in cases {
         let out = embed_with_fixture(tmp.path(), "cls", &[("IRTDB_FIXTURE_MODE", mode)]);
@@ -140,7 +146,12 @@ fn missing_symbol_and_non_library_files_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let no_entry = compile_fixture("no_entry", "noentry");
     let out = run_expect(
-        irtdb().args(["embed", "--plugin"]).arg(&no_entry).arg("--model").arg(&no_entry).arg(&no_entry),
+        irtdb()
+            .args(["embed", "--plugin"])
+            .arg(&no_entry)
+            .arg("--model")
+            .arg(&no_entry)
+            .arg(&no_entry),
         2,
     );
     let err = stderr(&out);
@@ -149,14 +160,17 @@ fn missing_symbol_and_non_library_files_are_named() {
 
     let text = tmp.path().join("libirtdb_plugin_text.so");
     std::fs::write(&text, "this is not a shared library").unwrap();
-    let out =
-        run_expect(irtdb().args(["embed", "--plugin"]).arg(&text).arg("--model").arg(&text).arg(&text), 2);
+    let out = run_expect(
+        irtdb().args(["embed", "--plugin"]).arg(&text).arg("--model").arg(&text).arg(&text),
+        2,
+    );
     let err = stderr(&out);
     assert!(err.contains("cannot load") && err.contains("libirtdb_plugin_text.so"), "{err}");
 
     // `irtdb plugins` lists a broken library as unusable and carries on.
     std::fs::copy(&no_entry, tmp.path().join("libirtdb_plugin_noentry.so")).unwrap();
-    let out = run_expect(irtdb().env("IRTDB_PLUGIN_PATH", tmp.path()).args(["plugins", "--json"]), 0);
+    let out =
+        run_expect(irtdb().env("IRTDB_PLUGIN_PATH", tmp.path()).args(["plugins", "--json"]), 0);
     let j = json(&out);
     let errors: Vec<String> = j["plugins"]
         .as_array()

@@ -118,7 +118,8 @@ pub fn write_micro_vit(dir: &Path, distilled: bool) -> (PathBuf, irtdb_onnx::Vit
         cfg.prefix_tokens = 2;
     }
     let tensors = irtdb_onnx::testing::random_vit(&cfg, 7);
-    let path = dir.join(if distilled { "micro_distilled.safetensors" } else { "micro.safetensors" });
+    let path =
+        dir.join(if distilled { "micro_distilled.safetensors" } else { "micro.safetensors" });
     irtdb_onnx::testing::save_safetensors(&path, &tensors).unwrap();
     let overrides = irtdb_onnx::ConfigOverrides { heads: Some(cfg.heads), ..Default::default() };
     let weights = irtdb_onnx::VitWeights::from_tensors(tensors, &overrides).unwrap();

@@ -16,6 +16,12 @@ use crate::model::ModelSpec;
 /// Meta key holding the id of the collection's model.
 pub const META_MODEL_ID: &str = "model_id";
 
+/// Meta key set to `1` by an index run before it changes any descriptor, and back to `0` once
+/// the PCA and index generation rebuilt from them are recorded. A `1` found by the next run means
+/// an earlier run died in between: the current generation is stale and must be rebuilt, even if
+/// nothing is left to embed.
+pub const META_INDEX_STALE: &str = "index_stale";
+
 /// What is stored in `models.config`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredModel {
@@ -25,8 +31,9 @@ pub struct StoredModel {
 
 impl StoredModel {
     pub fn from_row(row: &ModelRow) -> Result<Self> {
-        serde_json::from_value(row.config.clone())
-            .with_context(|| format!("model {} in the database has an unreadable configuration", row.id))
+        serde_json::from_value(row.config.clone()).with_context(|| {
+            format!("model {} in the database has an unreadable configuration", row.id)
+        })
     }
 
     pub fn to_new_model(&self, weights_hash: String, random_weights: bool) -> NewModel {
@@ -45,7 +52,8 @@ impl StoredModel {
 /// The model of a collection, from the database.
 pub fn collection_model(store: &Store) -> Result<Option<(ModelRow, StoredModel)>> {
     let Some(id) = store.meta(META_MODEL_ID)? else { return Ok(None) };
-    let id: i64 = id.parse().with_context(|| format!("meta {META_MODEL_ID} = {id:?} is not an id"))?;
+    let id: i64 =
+        id.parse().with_context(|| format!("meta {META_MODEL_ID} = {id:?} is not an id"))?;
     let row = store.model(id)?;
     let stored = StoredModel::from_row(&row)?;
     Ok(Some((row, stored)))
@@ -143,7 +151,9 @@ pub fn generation_pca(store: &Store, g: &Generation) -> Result<Option<Pca>> {
     match g.pca_id {
         None => Ok(None),
         Some(id) => {
-            let r = store.pca(id)?.with_context(|| format!("PCA {id} of index generation {} is missing", g.id))?;
+            let r = store
+                .pca(id)?
+                .with_context(|| format!("PCA {id} of index generation {} is missing", g.id))?;
             Ok(Some(pca_from_record(r)))
         }
     }
@@ -168,19 +178,31 @@ pub fn build_and_record(
     params: &HnswParams,
 ) -> Result<(i64, HnswIndex)> {
     let index = HnswIndex::build(&v.data, v.dim, &v.ids, params)?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let db_name = store.path().file_name().and_then(|n| n.to_str()).unwrap_or("irtdb.db").to_string();
+    let stamp =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let db_name =
+        store.path().file_name().and_then(|n| n.to_str()).unwrap_or("irtdb.db").to_string();
     let basename = format!("{db_name}.hnsw-{}", stamp.as_millis());
     let files = index.save(store.dir(), &basename)?;
     let old: Vec<Generation> = store.generations(model_id)?;
-    let id = store.record_generation(&NewGeneration {
+    let recorded = store.record_generation(&NewGeneration {
         model_id,
         pca_id,
         kind: "hnsw".into(),
         params: serde_json::json!({ "basename": basename, "hnsw": params, "dim": v.dim }),
         files: files.clone(),
         count: v.ids.len(),
-    })?;
+    });
+    let id = match recorded {
+        Ok(id) => id,
+        Err(e) => {
+            // Never recorded (e.g. the disk filled up): nothing will ever use these files.
+            for f in &files {
+                let _ = std::fs::remove_file(store.dir().join(f));
+            }
+            return Err(e.into());
+        }
+    };
     // The new generation is current; the old files are garbage now. Best effort: a leftover
     // file costs disk, never correctness.
     for g in old {
@@ -190,7 +212,26 @@ pub fn build_and_record(
             }
         }
     }
+    remove_stray_index_files(store, &db_name, &files);
     Ok((id, index))
+}
+
+/// Removes index files of this database that no generation will ever use: what a run killed
+/// while saving left behind (`.<db>.hnsw-*.tmp-*` temporaries, or complete files whose
+/// generation was never recorded). Without this they stay forever, as large as the index each.
+/// Only the writer (who holds the lock) builds and saves, so no other live process is writing
+/// such a file now.
+fn remove_stray_index_files(store: &Store, db_name: &str, keep: &[String]) {
+    let (final_prefix, temp_prefix) = (format!("{db_name}.hnsw-"), format!(".{db_name}.hnsw-"));
+    let Ok(entries) = std::fs::read_dir(store.dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.starts_with(&final_prefix) || name.starts_with(&temp_prefix);
+        if ours && !keep.iter().any(|k| k == name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Loads the current generation's index; if its files are missing or damaged, rebuilds it from

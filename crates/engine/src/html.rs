@@ -16,7 +16,10 @@ fn thumbnail(path: &Path) -> Option<String> {
     let thumb = image::DynamicImage::ImageRgb8(img.rgb).thumbnail(THUMB, THUMB);
     let mut bytes = std::io::Cursor::new(Vec::new());
     thumb.write_to(&mut bytes, image::ImageFormat::Jpeg).ok()?;
-    Some(format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())))
+    Some(format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())
+    ))
 }
 
 fn escape(s: &str) -> String {
@@ -53,7 +56,9 @@ pub fn write(report: &QueryReport, out: &Path) -> Result<()> {
     for r in &report.results {
         let _ = write!(page, "<section><h2>{}</h2><div class=\"row\">", escape(&r.query));
         let query_file = r.file.clone().or_else(|| {
-            r.collection_id.and_then(|id| r.hits.iter().find(|h| h.id == id).map(|h| report.root.join(&h.path)))
+            r.collection_id.and_then(|id| {
+                r.hits.iter().find(|h| h.id == id).map(|h| report.root.join(&h.path))
+            })
         });
         page.push_str("<figure class=\"query\">");
         page.push_str(&match query_file.as_deref().and_then(thumbnail) {

@@ -3,7 +3,10 @@
 //! Incremental and crash-safe: files are matched to the database by relative path; size and
 //! mtime unchanged → skipped without reading; otherwise the content hash decides. Descriptors are
 //! committed one batch per transaction, so a crash loses at most the batch in flight and a rerun
-//! picks up where it stopped. The HNSW generation is recorded only after its files are durable.
+//! picks up where it stopped. The HNSW generation is recorded only after its files are durable;
+//! a run that dies after changing descriptors but before recording its generation leaves the
+//! `index_stale` mark ([`collection::META_INDEX_STALE`]), so that the next run rebuilds the PCA
+//! and HNSW even when nothing is left to embed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,7 @@ use irtdb_store::{ImageUpdate, Outcome, StatUpdate, Status, Store};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::collection::{self, StoredModel, META_MODEL_ID};
+use crate::collection::{self, StoredModel, META_INDEX_STALE, META_MODEL_ID};
 use crate::embed::Embedder;
 use crate::model::ModelSpec;
 
@@ -54,7 +57,9 @@ impl Progress for Silent {}
 /// The closing summary of an index run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IndexReport {
+    #[serde(serialize_with = "crate::lossy::path")]
     pub db: PathBuf,
+    #[serde(serialize_with = "crate::lossy::path")]
     pub root: PathBuf,
     pub model: String,
     pub random_weights: bool,
@@ -76,6 +81,7 @@ pub struct IndexReport {
     pub index_rebuilt: bool,
     pub seconds: f64,
     /// Files or folders the scan could not read.
+    #[serde(serialize_with = "crate::lossy::path_problems")]
     pub scan_problems: Vec<(PathBuf, String)>,
 }
 
@@ -98,7 +104,9 @@ struct Job {
 /// committed batch, as a crash would, to test that reruns resume.
 fn failpoint_abort_after(batches: usize) {
     if let Ok(v) = std::env::var("IRTDB_FAILPOINT") {
-        if v.strip_prefix("abort-after-batch:").and_then(|n| n.parse::<usize>().ok()) == Some(batches) {
+        if v.strip_prefix("abort-after-batch:").and_then(|n| n.parse::<usize>().ok())
+            == Some(batches)
+        {
             std::process::abort();
         }
     }
@@ -201,7 +209,8 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     };
     let rows: HashMap<String, irtdb_store::ImageRow> =
         store.images()?.into_iter().map(|r| (r.path.clone(), r)).collect();
-    let embedded_ids: std::collections::HashSet<i64> = store.descriptors(model_id)?.ids.into_iter().collect();
+    let embedded_ids: std::collections::HashSet<i64> =
+        store.descriptors(model_id)?.ids.into_iter().collect();
 
     let mut seen = std::collections::HashSet::new();
     let mut to_check = Vec::new();
@@ -216,27 +225,32 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
             r => to_check.push((f, r)),
         }
     }
-    let removed: Vec<i64> = rows.values().filter(|r| !seen.contains(&r.path)).map(|r| r.id).collect();
+    let removed: Vec<i64> =
+        rows.values().filter(|r| !seen.contains(&r.path)).map(|r| r.id).collect();
     if !removed.is_empty() {
+        store.set_meta(META_INDEX_STALE, "1")?;
         report.removed = store.delete_images(&removed)?;
     }
 
     // Hash what may have changed (in parallel); same hash as stored → only the stat changed.
     progress.stage(&format!("hashing {} new or modified files", to_check.len()));
-    let hashed: Vec<(ScannedFile, Option<&irtdb_store::ImageRow>, Result<String, String>)> = to_check
-        .into_par_iter()
-        .map(|(f, r)| {
-            let h = irtdb_image::content_hash(&f.abs_path).map_err(|e| e.to_string());
-            (f, r, h)
-        })
-        .collect();
+    let hashed: Vec<(ScannedFile, Option<&irtdb_store::ImageRow>, Result<String, String>)> =
+        to_check
+            .into_par_iter()
+            .map(|(f, r)| {
+                let h = irtdb_image::content_hash(&f.abs_path).map_err(|e| e.to_string());
+                (f, r, h)
+            })
+            .collect();
     let mut jobs = Vec::new();
     let mut stats = Vec::new();
     let mut unreadable = Vec::new();
     for (f, r, h) in hashed {
         match h {
             Ok(hash) => match r {
-                Some(r) if r.hash == hash && r.status == Status::Ok && embedded_ids.contains(&r.id) => {
+                Some(r)
+                    if r.hash == hash && r.status == Status::Ok && embedded_ids.contains(&r.id) =>
+                {
                     stats.push(StatUpdate { id: r.id, size: f.size as i64, mtime_ns: f.mtime_ns });
                     report.unchanged += 1;
                 }
@@ -249,6 +263,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     store.update_stats(&stats)?;
     if !unreadable.is_empty() {
         report.failed += unreadable.len();
+        store.set_meta(META_INDEX_STALE, "1")?;
         store.commit_batch(model_id, &unreadable)?;
     }
 
@@ -257,6 +272,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     report.added = jobs.iter().filter(|j| !j.existed).count();
     report.changed = total - report.added;
     if total > 0 {
+        store.set_meta(META_INDEX_STALE, "1")?;
         let backbone = match opened {
             Some(b) => b,
             None => {
@@ -271,20 +287,35 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         let mut embedder = Embedder::new(backbone, spec.pooling);
         progress.embed_start(total as u64);
         let t0 = Instant::now();
-        let items: Vec<(Job, PathBuf)> = jobs.into_iter().map(|j| {
-            let p = j.file.abs_path.clone();
-            (j, p)
-        }).collect();
+        let items: Vec<(Job, PathBuf)> = jobs
+            .into_iter()
+            .map(|j| {
+                let p = j.file.abs_path.clone();
+                (j, p)
+            })
+            .collect();
         let mut batches = 0;
-        for batch in BatchPipeline::new(items, opts.batch.max(1), info.preprocess.clone(), opts.limits) {
+        for batch in
+            BatchPipeline::new(items, opts.batch.max(1), info.preprocess.clone(), opts.limits)
+        {
             let mut updates = Vec::with_capacity(batch.items.len() + batch.failed.len());
             for (job, _path, err) in &batch.failed {
-                updates.push(update(&job.file, job.hash.clone(), None, Outcome::Failed(err.to_string())));
+                updates.push(update(
+                    &job.file,
+                    job.hash.clone(),
+                    None,
+                    Outcome::Failed(err.to_string()),
+                ));
             }
             if !batch.items.is_empty() {
                 let descriptors = embedder.embed_tensor(batch.tensor.view())?;
                 for ((job, meta), row) in batch.items.iter().zip(descriptors.rows()) {
-                    updates.push(update(&job.file, job.hash.clone(), Some((meta.width, meta.height)), Outcome::Embedded(row.to_vec())));
+                    updates.push(update(
+                        &job.file,
+                        job.hash.clone(),
+                        Some((meta.width, meta.height)),
+                        Outcome::Embedded(row.to_vec()),
+                    ));
                 }
             }
             report.failed += batch.failed.len();
@@ -300,7 +331,12 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     }
 
     // PCA and HNSW, unless nothing changed and the current generation still matches.
-    let descriptors_changed = report.embedded > 0 || report.removed > 0 || report.changed > 0;
+    // Also when an earlier run changed descriptors and died before recording its generation: its
+    // successor finds nothing left to embed, but the current generation is still the old one.
+    let descriptors_changed = report.embedded > 0
+        || report.removed > 0
+        || report.changed > 0
+        || store.meta(META_INDEX_STALE)?.as_deref() == Some("1");
     let current = store.current_generation(model_id)?;
     let wanted_pca = opts.pca_dim;
     let current_pca_dim = match &current {
@@ -309,7 +345,10 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     };
     let current_fits = current.as_ref().is_some_and(|_| match current_pca_dim {
         Some((d, w)) => d == wanted_pca && w == opts.whiten,
-        None => wanted_pca == 0 || store.descriptors(model_id).map(|d| d.ids.len() <= wanted_pca).unwrap_or(false),
+        None => {
+            wanted_pca == 0
+                || store.descriptors(model_id).map(|d| d.ids.len() <= wanted_pca).unwrap_or(false)
+        }
     });
     if !descriptors_changed && current_fits {
         let g = current.expect("checked");
@@ -346,7 +385,10 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
                 descriptors.dim
             ));
         } else {
-            progress.stage(&format!("fitting PCA {} → {wanted_pca} on {n} descriptors", descriptors.dim));
+            progress.stage(&format!(
+                "fitting PCA {} → {wanted_pca} on {n} descriptors",
+                descriptors.dim
+            ));
             match Pca::fit(&descriptors.data, n, descriptors.dim, wanted_pca, opts.whiten) {
                 Ok(p) => {
                     pca_id = Some(store.save_pca(model_id, &collection::pca_to_record(&p))?);
@@ -370,10 +412,15 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
             dim: p.out_dim,
             data: p.project_batch(&descriptors.data, n),
         },
-        None => collection::Vectors { ids: descriptors.ids, dim: descriptors.dim, data: descriptors.data },
+        None => collection::Vectors {
+            ids: descriptors.ids,
+            dim: descriptors.dim,
+            data: descriptors.data,
+        },
     };
     progress.stage(&format!("building HNSW over {n} vectors of {} dimensions", v.dim));
     let (_, index) = collection::build_and_record(&mut store, model_id, pca_id, &v, &opts.hnsw)?;
+    store.set_meta(META_INDEX_STALE, "0")?;
     report.indexed = index.len();
     report.index_dim = v.dim;
     report.pca = pca.as_ref().map(summary);
@@ -382,10 +429,20 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
 }
 
 fn summary(p: &Pca) -> PcaSummary {
-    PcaSummary { in_dim: p.in_dim, out_dim: p.out_dim, whiten: p.whiten, explained: p.explained_ratio() }
+    PcaSummary {
+        in_dim: p.in_dim,
+        out_dim: p.out_dim,
+        whiten: p.whiten,
+        explained: p.explained_ratio(),
+    }
 }
 
-fn update(f: &ScannedFile, hash: String, size: Option<(u32, u32)>, outcome: Outcome) -> ImageUpdate {
+fn update(
+    f: &ScannedFile,
+    hash: String,
+    size: Option<(u32, u32)>,
+    outcome: Outcome,
+) -> ImageUpdate {
     ImageUpdate {
         path: f.rel_path.clone(),
         size: f.size as i64,
@@ -399,12 +456,21 @@ fn update(f: &ScannedFile, hash: String, size: Option<(u32, u32)>, outcome: Outc
 }
 
 /// `irtdb reindex`: rebuild PCA and HNSW from the stored descriptors, embedding nothing.
-pub fn reindex(db: &Path, pca_dim: usize, whiten: bool, hnsw: &HnswParams, progress: &dyn Progress) -> Result<IndexReport> {
+pub fn reindex(
+    db: &Path,
+    pca_dim: usize,
+    whiten: bool,
+    hnsw: &HnswParams,
+    progress: &dyn Progress,
+) -> Result<IndexReport> {
     let started = Instant::now();
     let mut store = Store::open_existing(&collection::absolute(db))?;
     let _lock = store.lock_writer(false)?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
-        bail!("{} has no model yet: run `irtdb index DIR --model FILE` first", store.path().display());
+        bail!(
+            "{} has no model yet: run `irtdb index DIR --model FILE` first",
+            store.path().display()
+        );
     };
     let d = store.descriptors(row.id)?;
     let n = d.ids.len();
@@ -429,7 +495,9 @@ pub fn reindex(db: &Path, pca_dim: usize, whiten: bool, hnsw: &HnswParams, progr
                 pca = Some(p);
             }
             Err(irtdb_index::Error::TooFewSamples { .. }) => {
-                report.pca_skipped = Some(format!("PCA to {pca_dim} needs more than {pca_dim} images, the collection has {n}"));
+                report.pca_skipped = Some(format!(
+                    "PCA to {pca_dim} needs more than {pca_dim} images, the collection has {n}"
+                ));
             }
             Err(e) => return Err(e.into()),
         }
@@ -437,6 +505,7 @@ pub fn reindex(db: &Path, pca_dim: usize, whiten: bool, hnsw: &HnswParams, progr
     let v = collection::indexed_vectors(&store, row.id, pca.as_ref())?;
     progress.stage(&format!("building HNSW over {n} vectors of {} dimensions", v.dim));
     let (_, index) = collection::build_and_record(&mut store, row.id, pca_id, &v, hnsw)?;
+    store.set_meta(META_INDEX_STALE, "0")?;
     report.indexed = index.len();
     report.index_dim = v.dim;
     report.index_rebuilt = true;

@@ -10,8 +10,10 @@ use crate::collection;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Info {
+    #[serde(serialize_with = "crate::lossy::path")]
     pub db: PathBuf,
     pub db_bytes: u64,
+    #[serde(serialize_with = "crate::lossy::opt_path")]
     pub root: Option<PathBuf>,
     pub images: usize,
     pub embedded: usize,
@@ -66,7 +68,17 @@ pub struct Failure {
 }
 
 pub fn run(db: &Path) -> Result<Info> {
+    run_checked(db, false)
+}
+
+/// Like [`run`]; with `check`, first reads the whole file (`PRAGMA integrity_check` and
+/// `foreign_key_check`). Without it, `info` reads only the pages its counts need, so damage
+/// elsewhere in the file goes unnoticed until a command reads there.
+pub fn run_checked(db: &Path, check: bool) -> Result<Info> {
     let store = Store::open_existing(&collection::absolute(db))?;
+    if check {
+        store.integrity_check()?;
+    }
     let counts = store.counts()?;
     let mut info = Info {
         db: store.path().to_path_buf(),
@@ -107,8 +119,11 @@ pub fn run(db: &Path) -> Result<Info> {
                     n_samples: p.n_samples,
                 });
             }
-            let sizes: Vec<Option<u64>> =
-                g.files.iter().map(|f| std::fs::metadata(store.dir().join(f)).ok().map(|m| m.len())).collect();
+            let sizes: Vec<Option<u64>> = g
+                .files
+                .iter()
+                .map(|f| std::fs::metadata(store.dir().join(f)).ok().map(|m| m.len()))
+                .collect();
             info.index = Some(IndexInfo {
                 generation: g.id,
                 kind: g.kind.clone(),

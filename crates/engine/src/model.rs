@@ -37,6 +37,14 @@ impl ModelSpec {
         }
         let model =
             model.canonicalize().with_context(|| format!("resolving {}", model.display()))?;
+        if model.to_str().is_none() {
+            // The plugin gets the path inside JSON, and the collection stores it as JSON.
+            bail!(
+                "the model path {} is not valid UTF-8, so it cannot be handed to the plugin or \
+                 stored: rename the file (or its folder)",
+                model.display()
+            );
+        }
         Ok(Self {
             plugin: plugin.unwrap_or(DEFAULT_PLUGIN).to_string(),
             model,

@@ -46,6 +46,7 @@ pub struct Hit {
 pub struct QueryResult {
     pub query: String,
     /// The file the query image was read from, when it was embedded now.
+    #[serde(serialize_with = "crate::lossy::opt_path")]
     pub file: Option<PathBuf>,
     /// Set when the query is an image of the collection (not embedded again).
     pub collection_id: Option<i64>,
@@ -64,7 +65,9 @@ pub struct QueryTimings {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct QueryReport {
+    #[serde(serialize_with = "crate::lossy::path")]
     pub db: PathBuf,
+    #[serde(serialize_with = "crate::lossy::path")]
     pub root: PathBuf,
     pub model: String,
     pub random_weights: bool,
@@ -86,7 +89,9 @@ fn resolve(store: &Store, root: &Path, q: &str) -> Result<Target> {
         let id: i64 = id.parse().with_context(|| format!("'{q}': id:N needs a number"))?;
         return match store.image_by_id(id)? {
             Some(r) if r.status == Status::Ok => Ok(Target::Stored(id)),
-            Some(r) => bail!("image id {id} ({}) failed to embed: {}", r.path, r.error.unwrap_or_default()),
+            Some(r) => {
+                bail!("image id {id} ({}) failed to embed: {}", r.path, r.error.unwrap_or_default())
+            }
             None => bail!("no image with id {id} in the collection"),
         };
     }
@@ -113,7 +118,9 @@ fn resolve(store: &Store, root: &Path, q: &str) -> Result<Target> {
     if p.is_file() {
         Ok(Target::File(p.to_path_buf()))
     } else {
-        bail!("query '{q}' is neither an image file nor an image of the collection (by path or id:N)")
+        bail!(
+            "query '{q}' is neither an image file nor an image of the collection (by path or id:N)"
+        )
     }
 }
 
@@ -125,14 +132,20 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
         bail!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
     };
     let Some(generation) = store.current_generation(row.id)? else {
-        bail!("{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)", store.path().display(), root.display());
+        bail!(
+            "{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)",
+            store.path().display(),
+            root.display()
+        );
     };
     let pca: Option<Pca> = collection::generation_pca(&store, &generation)?;
     let mut notes = Vec::new();
-    let mut timings = QueryTimings { open_seconds: t_open.elapsed().as_secs_f64(), ..Default::default() };
+    let mut timings =
+        QueryTimings { open_seconds: t_open.elapsed().as_secs_f64(), ..Default::default() };
 
     // Query vectors, in the collection's descriptor space.
-    let targets: Vec<Result<Target>> = opts.queries.iter().map(|q| resolve(&store, &root, q)).collect();
+    let targets: Vec<Result<Target>> =
+        opts.queries.iter().map(|q| resolve(&store, &root, q)).collect();
     let files: Vec<PathBuf> = targets
         .iter()
         .filter_map(|t| match t {
@@ -157,15 +170,24 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
 
     let t_search = Instant::now();
     let ef = opts.ef.unwrap_or((2 * opts.k).max(64));
-    let searcher = Searcher::new(&mut store, row.id, &generation, pca.as_ref(), opts.exact, &mut notes)?;
+    let searcher =
+        Searcher::new(&mut store, row.id, &generation, pca.as_ref(), opts.exact, &mut notes)?;
     let mut results = Vec::new();
     for (q, t) in opts.queries.iter().zip(targets) {
-        let mut r = QueryResult { query: q.clone(), file: None, collection_id: None, hits: vec![], error: None };
+        let mut r = QueryResult {
+            query: q.clone(),
+            file: None,
+            collection_id: None,
+            hits: vec![],
+            error: None,
+        };
         let vector = match t {
             Err(e) => Err(e),
             Ok(Target::Stored(id)) => {
                 r.collection_id = Some(id);
-                store.descriptor(id, row.id)?.with_context(|| format!("image id {id} has no descriptor"))
+                store
+                    .descriptor(id, row.id)?
+                    .with_context(|| format!("image id {id} has no descriptor"))
             }
             Ok(Target::File(p)) => {
                 r.file = Some(p.clone());

@@ -144,9 +144,39 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> ScanResult {
             label,
         });
     }
+    // Stable: files whose names convert to the same text stay in walk (byte) order.
     result.files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    drop_lossy_twins(&mut result, &abs_root);
     result.problems.sort();
     result
+}
+
+/// Two names that differ only in bytes that are not UTF-8 (`a\xfe.jpg`, `a\xff.jpg`) read the
+/// same once converted, and `rel_path` is how the database knows a file: stored under one name,
+/// the two would overwrite each other's row and be re-embedded in turn on every run. The first in
+/// byte order is kept (deterministically, run after run); the others are problems to rename.
+fn drop_lossy_twins(result: &mut ScanResult, abs_root: &Path) {
+    let mut kept: Vec<ScannedFile> = Vec::with_capacity(result.files.len());
+    for file in std::mem::take(&mut result.files) {
+        let Some(first) = kept.last().filter(|first| first.rel_path == file.rel_path) else {
+            kept.push(file);
+            continue;
+        };
+        // This replaces the "listed as" problem reported for the file during the walk.
+        if let Ok(rel) = file.abs_path.strip_prefix(abs_root) {
+            result.problems.retain(|(p, _)| !p.ends_with(rel));
+        }
+        result.problems.push((
+            file.abs_path.clone(),
+            format!(
+                "file name is not valid UTF-8 and reads as {:?} once converted, as {} does: not \
+                 indexed (rename one of them)",
+                file.rel_path,
+                first.abs_path.display()
+            ),
+        ));
+    }
+    result.files = kept;
 }
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {

@@ -153,7 +153,11 @@ struct TopK {
 
 impl TopK {
     fn new(k: usize) -> Self {
-        TopK { k, heap: std::collections::BinaryHeap::with_capacity(k + 1), threshold: f32::NEG_INFINITY }
+        TopK {
+            k,
+            heap: std::collections::BinaryHeap::with_capacity(k + 1),
+            threshold: f32::NEG_INFINITY,
+        }
     }
 
     fn len(&self) -> usize {

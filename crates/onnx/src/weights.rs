@@ -81,24 +81,19 @@ impl VitWeights {
             path: path.to_owned(),
             source,
         })?;
-        let file = SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::NotSafetensors { path: path.to_owned(), reason: e.to_string() })?;
-        let origin = path.display().to_string();
-        let mut tensors = TensorMap::new();
-        let mut skipped = BTreeMap::new();
-        for (name, view) in file.iter() {
-            match to_f32(view.dtype(), view.data()) {
-                Some(data) => {
-                    tensors.insert(name.to_owned(), (view.shape().to_vec(), data));
-                }
-                None => {
-                    skipped.insert(name.to_owned(), format!("{:?}", view.dtype()));
-                }
-            }
-        }
+        let (tensors, skipped) = parse_safetensors(&bytes, path)?;
         let sidecar = Sidecar::read(path)?;
-        let ctx = Ctx { origin, skipped };
+        let ctx = Ctx { origin: path.display().to_string(), skipped };
         Self::infer(tensors, overrides, sidecar.as_ref(), ctx)
+    }
+
+    /// Like [`VitWeights::load`] for the bytes of a safetensors file already in memory, without
+    /// a sidecar (so the heads come from `overrides` or are guessed). Used by the fuzz target,
+    /// which must reach the same parsing and checks as a file on disk.
+    pub fn from_safetensors_bytes(bytes: &[u8], overrides: &ConfigOverrides) -> Result<Self> {
+        let (tensors, skipped) = parse_safetensors(bytes, Path::new(IN_MEMORY))?;
+        let ctx = Ctx { origin: IN_MEMORY.to_owned(), skipped };
+        Self::infer(tensors, overrides, None, ctx)
     }
 
     /// Builds from tensors already in memory (timm names), inferring the configuration as
@@ -166,6 +161,26 @@ impl VitWeights {
         )?;
         Ok(Self { config, tensors, origin: ctx.origin })
     }
+}
+
+/// The float tensors of a safetensors file (converted to f32), and the names and dtypes of the
+/// others. `path` names the file in errors.
+fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<(TensorMap, BTreeMap<String, String>)> {
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::NotSafetensors { path: path.to_owned(), reason: e.to_string() })?;
+    let mut tensors = TensorMap::new();
+    let mut skipped = BTreeMap::new();
+    for (name, view) in file.iter() {
+        match to_f32(view.dtype(), view.data()) {
+            Some(data) => {
+                tensors.insert(name.to_owned(), (view.shape().to_vec(), data));
+            }
+            None => {
+                skipped.insert(name.to_owned(), format!("{:?}", view.dtype()));
+            }
+        }
+    }
+    Ok((tensors, skipped))
 }
 
 /// Guesses the number of heads from a timm model name (`deit_small_patch16_224` → 6).

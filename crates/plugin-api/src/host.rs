@@ -447,7 +447,13 @@ impl Backbone for PluginBackbone {
                 info.output, info.dim
             )));
         }
-        let len: usize = dims.iter().product();
+        // A token count like 2^62 passes the checks above; its product would overflow (a panic
+        // in debug builds, a wrapped length and a failed reshape in release).
+        let len = dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<f32>())
+            .ok_or_else(|| self.bad(format!("shape {dims:?} has more values than can exist")))?;
         // SAFETY: the plugin lends `len` values until the next call on this handle; copied now.
         let values = unsafe { std::slice::from_raw_parts(out.data, len) }.to_vec();
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {

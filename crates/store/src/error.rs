@@ -81,6 +81,12 @@ pub enum Error {
     BlobLength { len: usize },
 }
 
+fn is_shm_failure(cause: &rusqlite::Error) -> bool {
+    use rusqlite::ffi::{SQLITE_IOERR_SHMMAP, SQLITE_IOERR_SHMOPEN, SQLITE_IOERR_SHMSIZE};
+    matches!(cause, rusqlite::Error::SqliteFailure(e, _)
+        if [SQLITE_IOERR_SHMSIZE, SQLITE_IOERR_SHMOPEN, SQLITE_IOERR_SHMMAP].contains(&e.extended_code))
+}
+
 fn pid_note(pid: Option<u32>) -> String {
     pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
 }
@@ -118,6 +124,12 @@ impl Error {
                 | ErrorCode::AuthorizationForStatementDenied,
             ) => "check that the file and its folder are writable",
             Some(ErrorCode::DiskFull) => "free some disk space and try again",
+            // Creating or growing `<db>-shm` (WAL's shared index) fails like this on a full disk,
+            // before any write could report SQLITE_FULL: even readers need it.
+            Some(ErrorCode::SystemIoFailure) if is_shm_failure(&cause) => {
+                "SQLite could not create or grow the shared-memory file <db>-shm beside it: the \
+                 disk is probably full; free some disk space and try again"
+            }
             Some(ErrorCode::SystemIoFailure) => "check the disk that holds it",
             _ => "if this persists, please report it as an irtdb bug",
         };

@@ -126,11 +126,11 @@ impl TchBackbone {
         let size = [c.img_size[0] as u32, c.img_size[1] as u32];
         let mut preprocess = Preprocess::imagenet(size[0]);
         preprocess.size = size;
-        for o in
-            [irtdb_onnx::sidecar::preprocess_hint(path).as_ref(), config.preprocess.as_ref()].into_iter().flatten()
+        for o in [irtdb_onnx::sidecar::preprocess_hint(path).as_ref(), config.preprocess.as_ref()]
+            .into_iter()
+            .flatten()
         {
-            preprocess.apply_overrides(o)
-                .map_err(|e| format!("model {}: {e}", path.display()))?;
+            preprocess.apply_overrides(o).map_err(|e| format!("model {}: {e}", path.display()))?;
         }
         let info = BackboneInfo {
             architecture: c.architecture.clone(),

@@ -115,6 +115,30 @@ fn non_utf8_names_are_listed_lossily_and_reported() {
 }
 
 #[test]
+fn non_utf8_names_that_convert_alike_are_listed_once() {
+    // Found by tests/it/reliability.rs: both were stored under one row that flip-flopped
+    // between the two files on every run.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [(&b"tw\xffin.jpg"[..], &b"second"[..]), (b"tw\xfein.jpg", b"first")] {
+        std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(name)), content).unwrap();
+    }
+    for _ in 0..2 {
+        let result = scan(dir.path(), &ScanOptions::default());
+        assert_eq!(rel_paths(&result.files), ["tw\u{fffd}in.jpg"]);
+        assert_eq!(
+            std::fs::read(&result.files[0].abs_path).unwrap(),
+            b"first",
+            "byte order decides"
+        );
+        let twin = result
+            .problems
+            .iter()
+            .find(|(p, _)| p.ends_with(std::ffi::OsStr::from_bytes(b"tw\xffin.jpg")));
+        assert!(twin.is_some_and(|(_, m)| m.contains("not indexed")), "{:?}", result.problems);
+    }
+}
+
+#[test]
 fn missing_root_and_unreadable_folders_are_problems() {
     let result = scan(Path::new("/nonexistent/irtdb-gallery"), &ScanOptions::default());
     assert!(result.files.is_empty());
