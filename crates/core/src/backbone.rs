@@ -71,11 +71,17 @@ pub struct StepStats {
 /// A training backend: a backbone whose weights it can update.
 ///
 /// `step` runs one optimisation step on a labelled batch with learning rate `lr`; `embed` runs
-/// the model in evaluation mode and returns L2-normalised descriptors; `save` writes the weights
-/// in timm naming (safetensors) to `path`.
+/// the model in evaluation mode and returns L2-normalised descriptors `[B, D]` without changing
+/// any state; `save_weights` writes the weights in timm naming (safetensors), a file any plugin
+/// serving that architecture loads as a model. `save_state` / `load_state` carry what else the
+/// next step depends on (optimiser moments, step count, cross-batch memory): a trainer created
+/// from saved weights, given the state saved with them, takes the step the saving run would have.
 pub trait Trainer: Send {
+    /// The network's description; `output` is [`OutputKind::Pooled`] (what `embed` returns).
     fn info(&self) -> &BackboneInfo;
     fn step(&mut self, images: ArrayView4<'_, f32>, labels: &[i64], lr: f32) -> Result<StepStats>;
     fn embed(&mut self, images: ArrayView4<'_, f32>) -> Result<Array2<f32>>;
-    fn save(&mut self, path: &std::path::Path) -> Result<()>;
+    fn save_weights(&mut self, path: &std::path::Path) -> Result<()>;
+    fn save_state(&mut self, path: &std::path::Path) -> Result<()>;
+    fn load_state(&mut self, path: &std::path::Path) -> Result<()>;
 }

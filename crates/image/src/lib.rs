@@ -13,14 +13,16 @@
 //! - [`prepare_batch`] and [`BatchPipeline`]: decode and preprocess in parallel, the pipeline on a
 //!   background thread so that preparing batch n+1 overlaps the model's forward of batch n.
 //!
-//! Train-time augmentation is not here yet.
+//! - [`TrainAugment`]: the paper's training transform (resize, random crop, flip), seeded.
 
+mod augment;
 mod batch;
 mod decode;
 mod error;
 mod preprocess;
 mod scan;
 
+pub use augment::{AugmentDraw, TrainAugment};
 pub use batch::{prepare_batch, prepare_file, BatchPipeline, ImageMeta, PreparedBatch};
 pub use decode::{decode_bytes, decode_file, DecodeLimits, DecodedImage};
 pub use error::{Error, Result};

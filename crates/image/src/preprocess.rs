@@ -62,7 +62,7 @@ pub fn preprocess_to_array(img: &RgbImage, p: &Preprocess) -> Array3<f32> {
 
 /// `(v / 255 - mean) / std` for every byte value and channel, computed in f32 in the same order
 /// as torchvision's `ToTensor` + `Normalize`, so the table gives bit-identical values.
-fn normalisation_table(p: &Preprocess) -> [[f32; 256]; 3] {
+pub(crate) fn normalisation_table(p: &Preprocess) -> [[f32; 256]; 3] {
     let mut lut = [[0f32; 256]; 3];
     for (c, table) in lut.iter_mut().enumerate() {
         for (v, x) in table.iter_mut().enumerate() {
@@ -108,11 +108,23 @@ fn resize_and_crop(img: &RgbImage, p: &Preprocess) -> RgbImage {
     let (resized_w, resized_h) = resized_size(width, height, p.resize_shorter_to());
     let left = crop_offset(resized_w, crop_w);
     let top = crop_offset(resized_h, crop_h);
+    resize_crop(img, [resized_w, resized_h], [left, top], [crop_w, crop_h], p.interpolation)
+}
 
+/// The `crop` (width, height) at `[left, top]` of `img` resized to `resized` (width, height),
+/// computing only the pixels of the crop. The crop must lie inside the resized image.
+pub(crate) fn resize_crop(
+    img: &RgbImage,
+    [resized_w, resized_h]: [u32; 2],
+    [left, top]: [u32; 2],
+    [crop_w, crop_h]: [u32; 2],
+    interpolation: Interpolation,
+) -> RgbImage {
+    let (width, height) = img.dimensions();
     if (resized_w, resized_h) == (width, height) {
         return crop_copy(img, left, top, crop_w, crop_h);
     }
-    let filter = match p.interpolation {
+    let filter = match interpolation {
         Interpolation::Bicubic => FilterType::CatmullRom,
         Interpolation::Bilinear => FilterType::Bilinear,
         Interpolation::Nearest => {

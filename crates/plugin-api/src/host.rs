@@ -383,15 +383,6 @@ impl PluginBackbone {
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
     }
-
-    fn bad(&self, message: String) -> irtdb_core::Error {
-        CallError::BadOutput {
-            plugin: self.plugin.0.name.clone(),
-            call: "backbone_forward",
-            message,
-        }
-        .into()
-    }
 }
 
 impl Backbone for PluginBackbone {
@@ -401,15 +392,8 @@ impl Backbone for PluginBackbone {
 
     fn forward(&mut self, images: ArrayView4<'_, f32>) -> irtdb_core::Result<Features> {
         let info = self.info().clone();
+        check_input(&images, &info, "backbone input")?;
         let (b, c, h, w) = images.dim();
-        let [eh, ew] = info.preprocess.size;
-        if c != 3 || h != eh as usize || w != ew as usize {
-            return Err(irtdb_core::Error::Shape {
-                what: "backbone input",
-                expected: format!("[B, 3, {eh}, {ew}]"),
-                got: vec![b, c, h, w],
-            });
-        }
         let contiguous = images.as_standard_layout();
         let shape = [b as u64, c as u64, h as u64, w as u64];
         let mut out = OutTensor::default();
@@ -426,39 +410,21 @@ impl Backbone for PluginBackbone {
         if status != STATUS_OK {
             return Err(self.plugin.call_error("backbone_forward", status).into());
         }
-        // Never trust the plugin's output: check rank, shape and values before use.
-        if out.ndim as usize > crate::MAX_DIMS || out.data.is_null() {
-            return Err(self.bad(format!(
-                "invalid tensor (ndim {}, data null: {})",
-                out.ndim,
-                out.data.is_null()
-            )));
-        }
-        let dims: Vec<usize> = out.shape[..out.ndim as usize].iter().map(|&d| d as usize).collect();
-        let ok_shape = match info.output {
-            OutputKind::Tokens { prefix } => {
-                dims.len() == 3 && dims[0] == b && dims[1] > prefix && dims[2] == info.dim
-            }
-            OutputKind::Pooled => dims.len() == 2 && dims[0] == b && dims[1] == info.dim,
-        };
-        if !ok_shape {
-            return Err(self.bad(format!(
-                "shape {dims:?} does not match the declared output {:?} with D = {} for a batch of {b}",
-                info.output, info.dim
-            )));
-        }
-        // A token count like 2^62 passes the checks above; its product would overflow (a panic
-        // in debug builds, a wrapped length and a failed reshape in release).
-        let len = dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<f32>())
-            .ok_or_else(|| self.bad(format!("shape {dims:?} has more values than can exist")))?;
-        // SAFETY: the plugin lends `len` values until the next call on this handle; copied now.
-        let values = unsafe { std::slice::from_raw_parts(out.data, len) }.to_vec();
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(self.bad(format!("non-finite value {} at flat index {i}", values[i])));
-        }
+        let (dims, values) = take_output(&self.plugin, "backbone_forward", &out, |dims| {
+            let ok = match info.output {
+                OutputKind::Tokens { prefix } => {
+                    dims.len() == 3 && dims[0] == b && dims[1] > prefix && dims[2] == info.dim
+                }
+                OutputKind::Pooled => dims.len() == 2 && dims[0] == b && dims[1] == info.dim,
+            };
+            ok.then_some(()).ok_or_else(|| {
+                format!(
+                    "shape {dims:?} does not match the declared output {:?} with D = {} for a \
+                     batch of {b}",
+                    info.output, info.dim
+                )
+            })
+        })?;
         Ok(match info.output {
             OutputKind::Tokens { prefix } => Features::Tokens {
                 tokens: Array3::from_shape_vec((dims[0], dims[1], dims[2]), values)
@@ -469,5 +435,266 @@ impl Backbone for PluginBackbone {
                 Array2::from_shape_vec((dims[0], dims[1]), values).expect("checked"),
             ),
         })
+    }
+}
+
+/// Copies a tensor the plugin lent in `out`, never trusting it: rank, null data, the shape
+/// (`check_shape`, before anything is read), overflow, and finiteness of every value.
+fn take_output(
+    plugin: &Plugin,
+    call: &'static str,
+    out: &OutTensor,
+    check_shape: impl FnOnce(&[usize]) -> Result<(), String>,
+) -> irtdb_core::Result<(Vec<usize>, Vec<f32>)> {
+    let bad = |message: String| -> irtdb_core::Error {
+        CallError::BadOutput { plugin: plugin.0.name.clone(), call, message }.into()
+    };
+    if out.ndim as usize > crate::MAX_DIMS || out.data.is_null() {
+        return Err(bad(format!(
+            "invalid tensor (ndim {}, data null: {})",
+            out.ndim,
+            out.data.is_null()
+        )));
+    }
+    let dims: Vec<usize> = out.shape[..out.ndim as usize].iter().map(|&d| d as usize).collect();
+    check_shape(&dims).map_err(bad)?;
+    // A token count like 2^62 passes a shape check; its product would overflow (a panic in
+    // debug builds, a wrapped length and a failed reshape in release).
+    let len = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<f32>())
+        .ok_or_else(|| bad(format!("shape {dims:?} has more values than can exist")))?;
+    // SAFETY: the plugin lends `len` values until the next call on this handle; copied now.
+    let values = unsafe { std::slice::from_raw_parts(out.data, len) }.to_vec();
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!("non-finite value {} at flat index {i}", values[i])));
+    }
+    Ok((dims, values))
+}
+
+/// Checks a batch against the `[B, 3, H, W]` the network was made for.
+fn check_input(
+    images: &ArrayView4<'_, f32>,
+    info: &BackboneInfo,
+    what: &'static str,
+) -> irtdb_core::Result<()> {
+    let (b, c, h, w) = images.dim();
+    let [eh, ew] = info.preprocess.size;
+    if c != 3 || h != eh as usize || w != ew as usize {
+        return Err(irtdb_core::Error::Shape {
+            what,
+            expected: format!("[B, 3, {eh}, {ew}]"),
+            got: vec![b, c, h, w],
+        });
+    }
+    Ok(())
+}
+
+impl Plugin {
+    /// Whether the plugin can train: [`crate::CAP_TRAIN`] and a table that has the trainer part.
+    pub fn can_train(&self) -> bool {
+        self.0.capabilities & crate::CAP_TRAIN != 0
+            && self.0.vtable.struct_size as usize >= crate::TRAIN_STRUCT_SIZE
+    }
+
+    /// Creates a trainer from a JSON configuration (the plugin documents its keys).
+    pub fn create_trainer(&self, config: &serde_json::Value) -> Result<PluginTrainer, CallError> {
+        if self.0.capabilities & crate::CAP_TRAIN == 0 {
+            return Err(CallError::Unsupported { plugin: self.0.name.clone(), what: "train" });
+        }
+        let bad = |message: String| CallError::BadOutput {
+            plugin: self.0.name.clone(),
+            call: "trainer_create",
+            message,
+        };
+        if (self.0.vtable.struct_size as usize) < crate::TRAIN_STRUCT_SIZE {
+            return Err(bad(format!(
+                "it claims the train capability but its function table ({} bytes) ends before \
+                 the trainer functions ({} bytes): rebuild it against this irtdb-plugin-api",
+                self.0.vtable.struct_size,
+                crate::TRAIN_STRUCT_SIZE
+            )));
+        }
+        let json = CString::new(config.to_string()).expect("JSON has no NUL");
+        let mut handle: crate::TrainerHandle = std::ptr::null_mut();
+        // SAFETY: the table has the trainer part (checked above); valid string and out-pointer.
+        let status = unsafe { (self.0.vtable.trainer_create)(json.as_ptr(), &mut handle) };
+        if status != STATUS_OK {
+            return Err(self.call_error("trainer_create", status));
+        }
+        if handle.is_null() {
+            return Err(bad("trainer_create succeeded but returned a null handle".into()));
+        }
+        let mut trainer = PluginTrainer { plugin: self.clone(), handle, info: None };
+        // SAFETY: valid handle; string valid until the next call on the handle.
+        let info_json = unsafe { plugin_str((self.0.vtable.trainer_info)(handle)) }
+            .ok_or_else(|| bad("trainer_info is null or not UTF-8".into()))?;
+        let info: BackboneInfo = serde_json::from_str(&info_json)
+            .map_err(|e| bad(format!("invalid trainer_info JSON: {e}")))?;
+        if info.dim == 0 || info.output != OutputKind::Pooled {
+            return Err(bad(format!(
+                "a trainer must declare pooled output of dimension > 0, got {:?} with D = {}",
+                info.output, info.dim
+            )));
+        }
+        trainer.info = Some(info);
+        Ok(trainer)
+    }
+}
+
+/// A trainer that lives in a plugin, seen through [`irtdb_core::Trainer`].
+pub struct PluginTrainer {
+    plugin: Plugin,
+    handle: crate::TrainerHandle,
+    info: Option<BackboneInfo>,
+}
+
+// SAFETY: as for PluginBackbone: any thread, one call at a time (`&mut self`).
+unsafe impl Send for PluginTrainer {}
+
+impl std::fmt::Debug for PluginTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginTrainer")
+            .field("plugin", &self.plugin)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Drop for PluginTrainer {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from trainer_create and is destroyed exactly once.
+        unsafe { (self.plugin.0.vtable.trainer_destroy)(self.handle) };
+    }
+}
+
+impl PluginTrainer {
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    fn path_call(
+        &mut self,
+        call: &'static str,
+        f: unsafe extern "C" fn(crate::TrainerHandle, *const c_char) -> crate::Status,
+        path: &Path,
+    ) -> irtdb_core::Result<()> {
+        let s = path.to_str().ok_or_else(|| {
+            irtdb_core::Error::Invalid(format!(
+                "{}: the plugin ABI passes paths as UTF-8; choose a UTF-8 path",
+                path.display()
+            ))
+        })?;
+        let c = CString::new(s)
+            .map_err(|_| irtdb_core::Error::Invalid(format!("{s:?}: path contains NUL")))?;
+        // SAFETY: valid handle and string.
+        let status = unsafe { f(self.handle, c.as_ptr()) };
+        if status != STATUS_OK {
+            return Err(self.plugin.call_error(call, status).into());
+        }
+        Ok(())
+    }
+}
+
+impl irtdb_core::Trainer for PluginTrainer {
+    fn info(&self) -> &BackboneInfo {
+        self.info.as_ref().expect("set at creation")
+    }
+
+    fn step(
+        &mut self,
+        images: ArrayView4<'_, f32>,
+        labels: &[i64],
+        lr: f32,
+    ) -> irtdb_core::Result<irtdb_core::StepStats> {
+        check_input(&images, self.info(), "trainer input")?;
+        let b = images.dim().0;
+        if labels.len() != b {
+            return Err(irtdb_core::Error::Invalid(format!(
+                "{} labels for a batch of {b} images",
+                labels.len()
+            )));
+        }
+        let contiguous = images.as_standard_layout();
+        let d = images.dim();
+        let shape = [d.0 as u64, d.1 as u64, d.2 as u64, d.3 as u64];
+        let mut stats: *const c_char = std::ptr::null();
+        // SAFETY: contiguous buffer of product(shape) values, `b` labels, valid handle.
+        let status = unsafe {
+            (self.plugin.0.vtable.trainer_step)(
+                self.handle,
+                contiguous.as_ptr(),
+                shape.as_ptr(),
+                4,
+                labels.as_ptr(),
+                b as u64,
+                lr,
+                &mut stats,
+            )
+        };
+        if status != STATUS_OK {
+            return Err(self.plugin.call_error("trainer_step", status).into());
+        }
+        let bad = |message: String| -> irtdb_core::Error {
+            CallError::BadOutput {
+                plugin: self.plugin.0.name.clone(),
+                call: "trainer_step",
+                message,
+            }
+            .into()
+        };
+        // SAFETY: valid until the next call on the handle.
+        let json = unsafe { plugin_str(stats) }.ok_or_else(|| bad("no statistics".into()))?;
+        let stats: irtdb_core::StepStats = serde_json::from_str(&json)
+            .map_err(|e| bad(format!("invalid statistics {json}: {e}")))?;
+        if ![stats.loss, stats.contrastive, stats.koleo].iter().all(|v| v.is_finite()) {
+            return Err(bad(format!("non-finite loss {stats:?}")));
+        }
+        Ok(stats)
+    }
+
+    fn embed(&mut self, images: ArrayView4<'_, f32>) -> irtdb_core::Result<Array2<f32>> {
+        let info = self.info().clone();
+        check_input(&images, &info, "trainer input")?;
+        let b = images.dim().0;
+        let contiguous = images.as_standard_layout();
+        let d = images.dim();
+        let shape = [d.0 as u64, d.1 as u64, d.2 as u64, d.3 as u64];
+        let mut out = OutTensor::default();
+        // SAFETY: contiguous buffer of product(shape) values, valid handle and out-pointer.
+        let status = unsafe {
+            (self.plugin.0.vtable.trainer_embed)(
+                self.handle,
+                contiguous.as_ptr(),
+                shape.as_ptr(),
+                4,
+                &mut out,
+            )
+        };
+        if status != STATUS_OK {
+            return Err(self.plugin.call_error("trainer_embed", status).into());
+        }
+        let (dims, values) = take_output(&self.plugin, "trainer_embed", &out, |dims| {
+            (dims == [b, info.dim])
+                .then_some(())
+                .ok_or_else(|| format!("shape {dims:?}, expected [{b}, {}]", info.dim))
+        })?;
+        Ok(Array2::from_shape_vec((dims[0], dims[1]), values).expect("checked"))
+    }
+
+    fn save_weights(&mut self, path: &Path) -> irtdb_core::Result<()> {
+        let f = self.plugin.0.vtable.trainer_save_weights;
+        self.path_call("trainer_save_weights", f, path)
+    }
+
+    fn save_state(&mut self, path: &Path) -> irtdb_core::Result<()> {
+        let f = self.plugin.0.vtable.trainer_save_state;
+        self.path_call("trainer_save_state", f, path)
+    }
+
+    fn load_state(&mut self, path: &Path) -> irtdb_core::Result<()> {
+        let f = self.plugin.0.vtable.trainer_load_state;
+        self.path_call("trainer_load_state", f, path)
     }
 }

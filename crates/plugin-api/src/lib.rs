@@ -38,7 +38,7 @@ pub type EntryFn = unsafe extern "C" fn(requested_abi: u32) -> *const PluginVTab
 
 /// Capability bit: the plugin can create backbones and run inference.
 pub const CAP_INFER: u64 = 1;
-/// Capability bit: the plugin can train (a later, appended part of the vtable).
+/// Capability bit: the plugin can train (the `trainer_*` part of the vtable).
 pub const CAP_TRAIN: u64 = 2;
 
 /// Return code of every fallible call: 0 is success; anything else is a failure whose message is
@@ -52,6 +52,8 @@ pub const STATUS_PANIC: Status = 2;
 
 /// Opaque backbone handle owned by the plugin.
 pub type BackboneHandle = *mut c_void;
+/// Opaque trainer handle owned by the plugin.
+pub type TrainerHandle = *mut c_void;
 
 /// The most dimensions an output tensor may have.
 pub const MAX_DIMS: usize = 8;
@@ -109,14 +111,64 @@ pub struct PluginVTable {
     ) -> Status,
     /// Frees the handle. Null is ignored.
     pub backbone_destroy: unsafe extern "C" fn(handle: BackboneHandle),
+
+    // ---- Training: appended; read only when `capabilities` has [`CAP_TRAIN`] and
+    // `struct_size` ≥ [`TRAIN_STRUCT_SIZE`]. -----------------------------------------------------
+    /// Creates a trainer from a JSON config (plugin-specific: starting weights, device, loss
+    /// settings). The trainer owns its network, optimiser state and cross-batch memory.
+    pub trainer_create:
+        unsafe extern "C" fn(config_json: *const c_char, out: *mut TrainerHandle) -> Status,
+    /// JSON of the trainer network's [`irtdb_core::BackboneInfo`] (its `output` is `pooled`:
+    /// what `trainer_embed` returns).
+    pub trainer_info: unsafe extern "C" fn(handle: TrainerHandle) -> *const c_char,
+    /// One optimisation step on a labelled batch: `input` `[B, 3, H, W]` as for
+    /// `backbone_forward`, `labels` B class ids, learning rate `lr`. On success `*stats_json`
+    /// points at a JSON [`irtdb_core::StepStats`] valid until the next call on the handle.
+    pub trainer_step: unsafe extern "C" fn(
+        handle: TrainerHandle,
+        input: *const f32,
+        shape: *const u64,
+        ndim: u32,
+        labels: *const i64,
+        n_labels: u64,
+        lr: f32,
+        stats_json: *mut *const c_char,
+    ) -> Status,
+    /// The current network's L2-normalised descriptors `[B, D]` in evaluation mode (no
+    /// gradient, no change to any state).
+    pub trainer_embed: unsafe extern "C" fn(
+        handle: TrainerHandle,
+        input: *const f32,
+        shape: *const u64,
+        ndim: u32,
+        out: *mut OutTensor,
+    ) -> Status,
+    /// Writes the network's weights to `path` (safetensors, timm names): a file the same
+    /// plugin's (and, for ViTs, the ort plugin's) `backbone_create` accepts as its `model`.
+    pub trainer_save_weights:
+        unsafe extern "C" fn(handle: TrainerHandle, path: *const c_char) -> Status,
+    /// Writes everything besides the weights that the next step depends on (optimiser moments
+    /// and step count, cross-batch memory) to `path`, for [`Self::trainer_load_state`].
+    pub trainer_save_state:
+        unsafe extern "C" fn(handle: TrainerHandle, path: *const c_char) -> Status,
+    /// Restores a state written by `trainer_save_state` into a trainer created from the weights
+    /// saved at the same moment: the next step is then the step the saving run would have taken.
+    pub trainer_load_state:
+        unsafe extern "C" fn(handle: TrainerHandle, path: *const c_char) -> Status,
+    /// Frees the handle. Null is ignored.
+    pub trainer_destroy: unsafe extern "C" fn(handle: TrainerHandle),
 }
 
 // SAFETY: the vtable is immutable static data: function pointers and pointers to static strings.
 unsafe impl Sync for PluginVTable {}
 unsafe impl Send for PluginVTable {}
 
-/// The smallest `struct_size` a host accepts: a vtable through `backbone_destroy`.
-pub const MIN_STRUCT_SIZE: usize = std::mem::size_of::<PluginVTable>();
+/// The smallest `struct_size` a host accepts: a vtable through `backbone_destroy` (the inference
+/// part, as the first release of ABI 1 defined it).
+pub const MIN_STRUCT_SIZE: usize = std::mem::offset_of!(PluginVTable, trainer_create);
+
+/// The `struct_size` a plugin with [`CAP_TRAIN`] must have: a vtable through `trainer_destroy`.
+pub const TRAIN_STRUCT_SIZE: usize = std::mem::size_of::<PluginVTable>();
 
 /// The JSON a plugin's `describe` returns.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]

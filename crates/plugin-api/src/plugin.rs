@@ -9,14 +9,15 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
-use irtdb_core::BackboneInfo;
+use irtdb_core::{BackboneInfo, StepStats};
 
 use crate::{
-    BackboneHandle, OutTensor, PluginDescription, PluginVTable, Status, ABI_VERSION, MAX_DIMS,
-    STATUS_ERROR, STATUS_OK, STATUS_PANIC,
+    BackboneHandle, OutTensor, PluginDescription, PluginVTable, Status, TrainerHandle, ABI_VERSION,
+    MAX_DIMS, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
 };
 
-/// A plugin: a name, capabilities, and a factory for backbones.
+/// A plugin: a name, capabilities, and factories for backbones and (with [`crate::CAP_TRAIN`])
+/// trainers.
 pub trait PluginBackend: 'static {
     /// Short name, e.g. `c"ort-tensorrt"`.
     const NAME: &'static CStr;
@@ -29,6 +30,60 @@ pub trait PluginBackend: 'static {
     fn describe() -> PluginDescription;
     /// Creates a backbone from the host's JSON configuration.
     fn create(config_json: &str) -> Result<Self::Backbone, String>;
+    /// [`NoTrainer`] for a plugin that only runs inference.
+    type Trainer: PluginTrainer;
+    /// Creates a trainer from the host's JSON configuration. The default refuses: the host
+    /// never calls it unless [`Self::CAPABILITIES`] has [`crate::CAP_TRAIN`].
+    fn create_trainer(config_json: &str) -> Result<Self::Trainer, String> {
+        let _ = config_json;
+        Err(format!("plugin {} cannot train", Self::NAME.to_string_lossy()))
+    }
+}
+
+/// A trainer living inside a plugin: the network, its optimiser and cross-batch memory.
+/// The semantics are those of [`irtdb_core::Trainer`]; inputs are `[B, 3, H, W]` as for
+/// [`PluginBackbone::forward`].
+pub trait PluginTrainer: 'static {
+    /// The network's description; `output` is [`irtdb_core::OutputKind::Pooled`].
+    fn info(&self) -> BackboneInfo;
+    fn step(
+        &mut self,
+        input: &[f32],
+        shape: &[usize],
+        labels: &[i64],
+        lr: f32,
+    ) -> Result<StepStats, String>;
+    /// L2-normalised descriptors `[B, D]`: returns the shape and values.
+    fn embed(&mut self, input: &[f32], shape: &[usize]) -> Result<(Vec<usize>, Vec<f32>), String>;
+    fn save_weights(&mut self, path: &std::path::Path) -> Result<(), String>;
+    fn save_state(&mut self, path: &std::path::Path) -> Result<(), String>;
+    fn load_state(&mut self, path: &std::path::Path) -> Result<(), String>;
+}
+
+/// The trainer type of a plugin that does not train. It has no values, so none of its methods
+/// can ever run.
+#[derive(Debug)]
+pub enum NoTrainer {}
+
+impl PluginTrainer for NoTrainer {
+    fn info(&self) -> BackboneInfo {
+        match *self {}
+    }
+    fn step(&mut self, _: &[f32], _: &[usize], _: &[i64], _: f32) -> Result<StepStats, String> {
+        match *self {}
+    }
+    fn embed(&mut self, _: &[f32], _: &[usize]) -> Result<(Vec<usize>, Vec<f32>), String> {
+        match *self {}
+    }
+    fn save_weights(&mut self, _: &std::path::Path) -> Result<(), String> {
+        match *self {}
+    }
+    fn save_state(&mut self, _: &std::path::Path) -> Result<(), String> {
+        match *self {}
+    }
+    fn load_state(&mut self, _: &std::path::Path) -> Result<(), String> {
+        match *self {}
+    }
 }
 
 /// A backbone living inside a plugin.
@@ -106,6 +161,14 @@ pub const fn vtable<T: PluginBackend>() -> PluginVTable {
         backbone_info: backbone_info::<T>,
         backbone_forward: backbone_forward::<T>,
         backbone_destroy: backbone_destroy::<T>,
+        trainer_create: trainer_create::<T>,
+        trainer_info: trainer_info::<T>,
+        trainer_step: trainer_step::<T>,
+        trainer_embed: trainer_embed::<T>,
+        trainer_save_weights: trainer_save_weights::<T>,
+        trainer_save_state: trainer_save_state::<T>,
+        trainer_load_state: trainer_load_state::<T>,
+        trainer_destroy: trainer_destroy::<T>,
     }
 }
 
@@ -173,36 +236,74 @@ unsafe extern "C" fn backbone_forward<T: PluginBackend>(
         if handle.is_null() || input.is_null() || shape.is_null() || out.is_null() {
             return Err("backbone_forward: null argument".into());
         }
-        // SAFETY: the host passes `ndim` dims and a buffer of their product (checked by host).
-        let dims: Vec<usize> = unsafe { std::slice::from_raw_parts(shape, ndim as usize) }
-            .iter()
-            .map(|&d| d as usize)
-            .collect();
-        let len = dims.iter().product::<usize>();
-        let data = unsafe { std::slice::from_raw_parts(input, len) };
+        // SAFETY: per the ABI (the host checks the buffer against the shape).
+        let (data, dims) = unsafe { input_tensor(input, shape, ndim) };
         // SAFETY: handle came from backbone_create for T; the host serialises calls per handle.
         let h = unsafe { &mut *handle.cast::<Handle<T::Backbone>>() };
         let (out_shape, out_data) = h.backbone.forward(data, &dims)?;
-        if out_shape.len() > MAX_DIMS || out_shape.iter().product::<usize>() != out_data.len() {
-            return Err(format!(
-                "plugin bug: output shape {out_shape:?} does not match {} values",
-                out_data.len()
-            ));
-        }
-        h.out_shape = out_shape;
-        h.out_data = out_data;
-        let mut t = OutTensor {
-            data: h.out_data.as_ptr(),
-            ndim: h.out_shape.len() as u32,
-            ..Default::default()
-        };
-        for (slot, d) in t.shape.iter_mut().zip(&h.out_shape) {
-            *slot = *d as u64;
-        }
         // SAFETY: `out` is non-null and writable.
-        unsafe { *out = t };
-        Ok(())
+        unsafe { lend_output(out_shape, out_data, &mut h.out_shape, &mut h.out_data, out) }
     })
+}
+
+/// The input batch: `ndim` dims at `shape`, and their product of values at `input`.
+///
+/// # Safety
+/// Non-null pointers to that many values, valid for the call.
+unsafe fn input_tensor<'a>(
+    input: *const f32,
+    shape: *const u64,
+    ndim: u32,
+) -> (&'a [f32], Vec<usize>) {
+    // SAFETY: per the function contract.
+    let dims: Vec<usize> = unsafe { std::slice::from_raw_parts(shape, ndim as usize) }
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    let len = dims.iter().product::<usize>();
+    // SAFETY: per the function contract.
+    (unsafe { std::slice::from_raw_parts(input, len) }, dims)
+}
+
+/// Keeps `shape`/`data` in the handle's buffers and points `out` at them.
+///
+/// # Safety
+/// `out` is non-null and writable.
+unsafe fn lend_output(
+    shape: Vec<usize>,
+    data: Vec<f32>,
+    keep_shape: &mut Vec<usize>,
+    keep_data: &mut Vec<f32>,
+    out: *mut OutTensor,
+) -> Result<(), String> {
+    if shape.len() > MAX_DIMS || shape.iter().product::<usize>() != data.len() {
+        return Err(format!(
+            "plugin bug: output shape {shape:?} does not match {} values",
+            data.len()
+        ));
+    }
+    *keep_shape = shape;
+    *keep_data = data;
+    let mut t =
+        OutTensor { data: keep_data.as_ptr(), ndim: keep_shape.len() as u32, ..Default::default() };
+    for (slot, d) in t.shape.iter_mut().zip(keep_shape.iter()) {
+        *slot = *d as u64;
+    }
+    // SAFETY: per the function contract.
+    unsafe { *out = t };
+    Ok(())
+}
+
+/// A host string argument as `&str`.
+///
+/// # Safety
+/// `p` is null or a NUL-terminated string valid for the call.
+unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
+    if p.is_null() {
+        return Err(format!("{what}: null argument"));
+    }
+    // SAFETY: per the function contract.
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| format!("{what}: argument is not UTF-8"))
 }
 
 unsafe extern "C" fn backbone_destroy<T: PluginBackend>(handle: BackboneHandle) {
@@ -212,6 +313,147 @@ unsafe extern "C" fn backbone_destroy<T: PluginBackend>(handle: BackboneHandle) 
     let _ = guard("backbone_destroy", || {
         // SAFETY: handle came from Box::into_raw in backbone_create for T; destroyed once.
         drop(unsafe { Box::from_raw(handle.cast::<Handle<T::Backbone>>()) });
+        Ok(())
+    });
+}
+
+struct TrainerBox<T> {
+    trainer: T,
+    info_json: CString,
+    stats_json: CString,
+    out_shape: Vec<usize>,
+    out_data: Vec<f32>,
+}
+
+/// # Safety
+/// `handle` is non-null and came from `trainer_create` for the same `T`; calls per handle are
+/// serialised by the host.
+unsafe fn trainer_ref<'a, T: PluginBackend>(
+    handle: TrainerHandle,
+) -> &'a mut TrainerBox<T::Trainer> {
+    // SAFETY: per the function contract.
+    unsafe { &mut *handle.cast::<TrainerBox<T::Trainer>>() }
+}
+
+unsafe extern "C" fn trainer_create<T: PluginBackend>(
+    config_json: *const c_char,
+    out: *mut TrainerHandle,
+) -> Status {
+    guard("trainer_create", || {
+        if out.is_null() {
+            return Err("trainer_create: null argument".into());
+        }
+        // SAFETY: the host passes a valid string or null (refused).
+        let config = unsafe { arg_str(config_json, "trainer_create") }?;
+        let trainer = T::create_trainer(config)?;
+        let info_json = serde_json::to_string(&trainer.info()).map_err(|e| e.to_string())?;
+        let b = Box::new(TrainerBox::<T::Trainer> {
+            trainer,
+            info_json: CString::new(info_json).map_err(|e| e.to_string())?,
+            stats_json: CString::default(),
+            out_shape: Vec::new(),
+            out_data: Vec::new(),
+        });
+        // SAFETY: `out` is non-null and writable.
+        unsafe { *out = Box::into_raw(b).cast() };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn trainer_info<T: PluginBackend>(handle: TrainerHandle) -> *const c_char {
+    if handle.is_null() {
+        set_last_error("trainer_info: null handle");
+        return std::ptr::null();
+    }
+    // SAFETY: non-null handle from trainer_create for T.
+    unsafe { trainer_ref::<T>(handle) }.info_json.as_ptr()
+}
+
+#[allow(clippy::too_many_arguments)] // the C signature
+unsafe extern "C" fn trainer_step<T: PluginBackend>(
+    handle: TrainerHandle,
+    input: *const f32,
+    shape: *const u64,
+    ndim: u32,
+    labels: *const i64,
+    n_labels: u64,
+    lr: f32,
+    stats_json: *mut *const c_char,
+) -> Status {
+    guard("trainer_step", || {
+        if handle.is_null()
+            || input.is_null()
+            || shape.is_null()
+            || labels.is_null()
+            || stats_json.is_null()
+        {
+            return Err("trainer_step: null argument".into());
+        }
+        // SAFETY: per the ABI, checked non-null above.
+        let (data, dims) = unsafe { input_tensor(input, shape, ndim) };
+        // SAFETY: `n_labels` values at `labels`, per the ABI.
+        let labels = unsafe { std::slice::from_raw_parts(labels, n_labels as usize) };
+        // SAFETY: valid handle.
+        let t = unsafe { trainer_ref::<T>(handle) };
+        let stats = t.trainer.step(data, &dims, labels, lr)?;
+        let json = serde_json::to_string(&stats).map_err(|e| e.to_string())?;
+        t.stats_json = CString::new(json).map_err(|e| e.to_string())?;
+        // SAFETY: non-null, writable.
+        unsafe { *stats_json = t.stats_json.as_ptr() };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn trainer_embed<T: PluginBackend>(
+    handle: TrainerHandle,
+    input: *const f32,
+    shape: *const u64,
+    ndim: u32,
+    out: *mut OutTensor,
+) -> Status {
+    guard("trainer_embed", || {
+        if handle.is_null() || input.is_null() || shape.is_null() || out.is_null() {
+            return Err("trainer_embed: null argument".into());
+        }
+        // SAFETY: per the ABI, checked non-null above.
+        let (data, dims) = unsafe { input_tensor(input, shape, ndim) };
+        // SAFETY: valid handle.
+        let t = unsafe { trainer_ref::<T>(handle) };
+        let (out_shape, out_data) = t.trainer.embed(data, &dims)?;
+        // SAFETY: `out` is non-null and writable.
+        unsafe { lend_output(out_shape, out_data, &mut t.out_shape, &mut t.out_data, out) }
+    })
+}
+
+macro_rules! trainer_path_fn {
+    ($name:ident, $method:ident) => {
+        unsafe extern "C" fn $name<T: PluginBackend>(
+            handle: TrainerHandle,
+            path: *const c_char,
+        ) -> Status {
+            guard(stringify!($name), || {
+                if handle.is_null() {
+                    return Err(concat!(stringify!($name), ": null handle").into());
+                }
+                // SAFETY: the host passes a valid string or null (refused).
+                let path = unsafe { arg_str(path, stringify!($name)) }?;
+                // SAFETY: valid handle.
+                unsafe { trainer_ref::<T>(handle) }.trainer.$method(std::path::Path::new(path))
+            })
+        }
+    };
+}
+trainer_path_fn!(trainer_save_weights, save_weights);
+trainer_path_fn!(trainer_save_state, save_state);
+trainer_path_fn!(trainer_load_state, load_state);
+
+unsafe extern "C" fn trainer_destroy<T: PluginBackend>(handle: TrainerHandle) {
+    if handle.is_null() {
+        return;
+    }
+    let _ = guard("trainer_destroy", || {
+        // SAFETY: handle came from Box::into_raw in trainer_create for T; destroyed once.
+        drop(unsafe { Box::from_raw(handle.cast::<TrainerBox<T::Trainer>>()) });
         Ok(())
     });
 }

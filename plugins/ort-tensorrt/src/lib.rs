@@ -32,6 +32,7 @@ impl PluginBackend for OrtPlugin {
     const VERSION: &'static std::ffi::CStr = c"0.1.0";
     const CAPABILITIES: u64 = CAP_INFER;
     type Backbone = OrtBackbone;
+    type Trainer = irtdb_plugin_api::plugin::NoTrainer;
 
     fn describe() -> PluginDescription {
         let mut d = PluginDescription {

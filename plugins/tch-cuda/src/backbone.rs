@@ -7,6 +7,8 @@ use irtdb_plugin_api::plugin::PluginBackbone;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::net::Net;
+use crate::resnet::ResNet;
 use crate::vit::Vit;
 
 /// Where the model runs.
@@ -93,10 +95,29 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
-/// A ViT loaded from a timm safetensors checkpoint.
+/// Whether the safetensors file at `path` holds a ResNet (read from its header only).
+fn is_resnet_file(path: &std::path::Path) -> Result<bool, String> {
+    use std::io::Read;
+    let bad = |e: &dyn std::fmt::Display| format!("model {}: {e}", path.display());
+    let mut f = std::fs::File::open(path).map_err(|e| bad(&e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| bad(&format!("not a safetensors file ({e})")))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(bad(&format!("not a safetensors file (header of {len} bytes)")));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|e| bad(&format!("truncated safetensors header ({e})")))?;
+    let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| bad(&format!("bad safetensors header: {e}")))?;
+    let names: Vec<&str> = json.keys().map(String::as_str).collect();
+    Ok(ResNet::is_resnet_checkpoint(&names))
+}
+
+/// A ViT/DeiT or ResNet loaded from a timm safetensors checkpoint.
 #[derive(Debug)]
 pub struct TchBackbone {
-    vit: Vit,
+    net: Net,
     device: Device,
     info: BackboneInfo,
 }
@@ -110,7 +131,7 @@ impl TchBackbone {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if ext != "safetensors" {
             return Err(format!(
-                "model {}: the tch-cuda plugin reads timm-named ViT/DeiT .safetensors files, not \
+                "model {}: the tch-cuda plugin reads timm-named ViT/DeiT/ResNet .safetensors files, not \
                  '.{ext}' (ONNX models run in the ort-tensorrt plugin)",
                 path.display()
             ));
@@ -119,11 +140,23 @@ impl TchBackbone {
             tch::set_num_threads(t);
         }
         let device = resolve_device(config.device_choice()?, config.device_id)?;
-        let overrides = irtdb_onnx::ConfigOverrides { heads: config.heads, ..Default::default() };
-        let weights = irtdb_onnx::VitWeights::load(path, &overrides).map_err(|e| e.to_string())?;
-        let vit = Vit::from_weights(&weights, device)?;
-        let c = &weights.config;
-        let size = [c.img_size[0] as u32, c.img_size[1] as u32];
+        let (net, architecture, output, dim, size) = if is_resnet_file(path)? {
+            let r = ResNet::from_safetensors(path, device)?;
+            let (arch, dim) = (r.config.architecture(), r.config.num_features());
+            // timm's resnet50 evaluates at 224 (its pretrained_cfg: crop 0.95 at 224 for the a1
+            // weights; a model card or --preprocess says so).
+            (Net::ResNet(r), arch, OutputKind::Pooled, dim, [224, 224])
+        } else {
+            let overrides =
+                irtdb_onnx::ConfigOverrides { heads: config.heads, ..Default::default() };
+            let weights =
+                irtdb_onnx::VitWeights::load(path, &overrides).map_err(|e| e.to_string())?;
+            let vit = Vit::from_weights(&weights, device)?;
+            let c = &weights.config;
+            let size = [c.img_size[0] as u32, c.img_size[1] as u32];
+            let output = OutputKind::Tokens { prefix: c.prefix_tokens };
+            (Net::Vit(vit), c.architecture.clone(), output, c.dim, size)
+        };
         let mut preprocess = Preprocess::imagenet(size[0]);
         preprocess.size = size;
         for o in [irtdb_onnx::sidecar::preprocess_hint(path).as_ref(), config.preprocess.as_ref()]
@@ -132,27 +165,22 @@ impl TchBackbone {
         {
             preprocess.apply_overrides(o).map_err(|e| format!("model {}: {e}", path.display()))?;
         }
-        let info = BackboneInfo {
-            architecture: c.architecture.clone(),
-            preprocess,
-            output: OutputKind::Tokens { prefix: c.prefix_tokens },
-            dim: c.dim,
-            provider: device_name(device),
-        };
-        Ok(TchBackbone { vit, device, info })
+        let info =
+            BackboneInfo { architecture, preprocess, output, dim, provider: device_name(device) };
+        Ok(TchBackbone { net, device, info })
     }
 
-    pub fn vit(&self) -> &Vit {
-        &self.vit
+    pub fn net(&self) -> &Net {
+        &self.net
     }
 
     /// The network, its device and the description (for the trainer).
-    pub fn into_parts(self) -> (Vit, Device, BackboneInfo) {
-        (self.vit, self.device, self.info)
+    pub fn into_parts(self) -> (Net, Device, BackboneInfo) {
+        (self.net, self.device, self.info)
     }
 
-    /// Tokens `[B, prefix + M, D]` for a batch `[B, 3, H, W]`, on the CPU.
-    pub fn tokens(&self, input: &[f32], shape: &[usize]) -> Result<Tensor, String> {
+    /// The features of a batch `[B, 3, H, W]` as `info().output` says, on the CPU.
+    pub fn features(&self, input: &[f32], shape: &[usize]) -> Result<Tensor, String> {
         let [h, w] = self.info.preprocess.size;
         if shape.len() != 4 || shape[1] != 3 || shape[2] != h as usize || shape[3] != w as usize {
             return Err(format!("input shape {shape:?}, expected [B, 3, {h}, {w}]"));
@@ -163,7 +191,7 @@ impl TchBackbone {
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let out = tch::no_grad(|| {
             let x = Tensor::from_slice(input).reshape(&dims).to_device(self.device);
-            self.vit.forward_tokens(&x).to_device(Device::Cpu).to_kind(Kind::Float)
+            self.net.forward_features(&x).to_device(Device::Cpu).to_kind(Kind::Float)
         });
         Ok(out)
     }
@@ -179,7 +207,7 @@ impl PluginBackbone for TchBackbone {
         input: &[f32],
         shape: &[usize],
     ) -> Result<(Vec<usize>, Vec<f32>), String> {
-        let out = self.tokens(input, shape)?;
+        let out = self.features(input, shape)?;
         let out_shape: Vec<usize> = out.size().iter().map(|&d| d as usize).collect();
         let data = Vec::<f32>::try_from(out.contiguous().view(-1)).map_err(|e| e.to_string())?;
         Ok((out_shape, data))

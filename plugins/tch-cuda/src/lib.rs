@@ -4,8 +4,9 @@
 //! inference ([`CAP_INFER`]): a timm-named `.safetensors` ViT/DeiT becomes a [`vit::Vit`] whose
 //! parameters carry timm's names, run in eval mode, returning tokens `[B, prefix + M, D]`. The
 //! differentiable losses training needs are in [`loss`], tested against `irtdb_core::loss`;
-//! [`train::TchTrainer`] implements `irtdb_core::Trainer` (AdamW, cross-batch memory, KoLeo,
-//! timm-named checkpoints) for Rust callers until the ABI grows its training functions.
+//! [`train::TchTrainer`] takes one training step (contrastive + cross-batch memory + KoLeo,
+//! AdamW, timm-named checkpoints, resumable state) and is served through the ABI's `trainer_*`
+//! functions ([`CAP_TRAIN`]); `irtdb train` drives it.
 //!
 //! Backbone config (JSON): `{"model": path, "device": "auto" | "cpu" | "cuda"}` plus optional
 //! `device_id`, `heads`, `preprocess`, `threads` (see [`backbone::Config`]). The device in use is
@@ -16,11 +17,13 @@
 
 pub mod backbone;
 pub mod loss;
+pub mod net;
+pub mod resnet;
 pub mod train;
 pub mod vit;
 
-use irtdb_plugin_api::plugin::PluginBackend;
-use irtdb_plugin_api::{PluginDescription, CAP_INFER};
+use irtdb_plugin_api::plugin::{PluginBackend, PluginTrainer};
+use irtdb_plugin_api::{PluginDescription, CAP_INFER, CAP_TRAIN};
 
 pub use backbone::{Config, DeviceChoice, TchBackbone};
 pub use train::{TchTrainer, TrainConfig};
@@ -50,8 +53,9 @@ pub fn cuda_note() -> String {
 impl PluginBackend for TchPlugin {
     const NAME: &'static std::ffi::CStr = c"tch-cuda";
     const VERSION: &'static std::ffi::CStr = c"0.1.0";
-    const CAPABILITIES: u64 = CAP_INFER;
+    const CAPABILITIES: u64 = CAP_INFER | CAP_TRAIN;
     type Backbone = TchBackbone;
+    type Trainer = TchTrainer;
 
     fn describe() -> PluginDescription {
         let mut available = Vec::new();
@@ -72,6 +76,59 @@ impl PluginBackend for TchPlugin {
             .map_err(|e| format!("tch-cuda: invalid backbone config: {e}"))?;
         TchBackbone::new(&config)
     }
+
+    fn create_trainer(config_json: &str) -> Result<TchTrainer, String> {
+        let config: TrainConfig = serde_json::from_str(config_json)
+            .map_err(|e| format!("tch-cuda: invalid trainer config: {e}"))?;
+        TchTrainer::new(config).map_err(|e| e.to_string())
+    }
+}
+
+/// The ABI face of [`TchTrainer`]: the same calls with raw buffers and string errors.
+impl PluginTrainer for TchTrainer {
+    fn info(&self) -> irtdb_core::BackboneInfo {
+        irtdb_core::Trainer::info(self).clone()
+    }
+
+    fn step(
+        &mut self,
+        input: &[f32],
+        shape: &[usize],
+        labels: &[i64],
+        lr: f32,
+    ) -> Result<irtdb_core::StepStats, String> {
+        let x = batch_view(input, shape)?;
+        irtdb_core::Trainer::step(self, x, labels, lr).map_err(|e| e.to_string())
+    }
+
+    fn embed(&mut self, input: &[f32], shape: &[usize]) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let x = batch_view(input, shape)?;
+        let z = irtdb_core::Trainer::embed(self, x).map_err(|e| e.to_string())?;
+        let (n, d) = z.dim();
+        Ok((vec![n, d], z.into_raw_vec_and_offset().0))
+    }
+
+    fn save_weights(&mut self, path: &std::path::Path) -> Result<(), String> {
+        irtdb_core::Trainer::save_weights(self, path).map_err(|e| e.to_string())
+    }
+
+    fn save_state(&mut self, path: &std::path::Path) -> Result<(), String> {
+        irtdb_core::Trainer::save_state(self, path).map_err(|e| e.to_string())
+    }
+
+    fn load_state(&mut self, path: &std::path::Path) -> Result<(), String> {
+        irtdb_core::Trainer::load_state(self, path).map_err(|e| e.to_string())
+    }
+}
+
+fn batch_view<'a>(
+    input: &'a [f32],
+    shape: &[usize],
+) -> Result<ndarray::ArrayView4<'a, f32>, String> {
+    let &[b, c, h, w] = shape else {
+        return Err(format!("input shape {shape:?}: expected [B, 3, H, W]"));
+    };
+    ndarray::ArrayView4::from_shape((b, c, h, w), input).map_err(|e| format!("input: {e}"))
 }
 
 irtdb_plugin_api::export_plugin!(TchPlugin);

@@ -1,28 +1,38 @@
-//! A first trainer (IRT_L / IRT_R): not yet behind the plugin ABI (that vtable extension is the
-//! lead's design), but the whole step the ABI will call, usable and tested from Rust.
+//! The trainer (IRT_L / IRT_R), served through the plugin ABI's `trainer_*` functions.
 //!
 //! One step (shared/PAPER.md): tokens → class token (mean of class and distillation tokens for
 //! a distilled model) → L2 normalisation → `L = L_contr(batch) + L_contr(batch, memory) +
 //! λ·L_KoLeo` → AdamW. The batch's detached embeddings then enter the cross-batch memory (FIFO,
-//! newest first). Saving writes the VarStore under timm's names.
+//! newest first). The training *loop* (sampling, augmentation, schedule, evaluation,
+//! checkpoints) is the host's: this type only knows how to take one step.
+//!
+//! AdamW is written out here rather than taken from `tch::nn::Optimizer`, for two reasons:
+//! its moments must be saved and restored for `--resume` (tch's optimiser does not expose
+//! them), and, as timm does, biases, norm parameters and the token/position embeddings are not
+//! decayed. The update is `torch.optim.AdamW`'s, term for term.
+//!
+//! On CUDA the forward runs under autocast (fp16) with dynamic loss scaling, as
+//! `torch.cuda.amp.GradScaler` does: the loss is multiplied by a scale before backward, a step
+//! whose gradients overflow is skipped and halves the scale, and 2000 clean steps double it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use irtdb_core::{BackboneInfo, Error, Result, StepStats, Trainer};
+use irtdb_core::{BackboneInfo, Error, OutputKind, Result, StepStats, Trainer};
 use ndarray::{Array2, ArrayView4};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::backbone::{Config as BackboneConfig, DeviceChoice, TchBackbone};
 use crate::loss;
-use crate::vit::Vit;
+use crate::net::Net;
 
-/// Training configuration (JSON; defaults are the paper's category-level recipe).
+/// Training configuration: the JSON `trainer_create` receives. Every key but `model` has a
+/// default; the defaults are the paper's category-level recipe.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// The starting weights: a timm-named ViT/DeiT `.safetensors` file.
+    /// The starting weights: a timm-named ViT/DeiT (or ResNet) `.safetensors` file.
     pub model: PathBuf,
     #[serde(default)]
     pub device: DeviceChoice,
@@ -32,6 +42,9 @@ pub struct TrainConfig {
     pub heads: Option<usize>,
     #[serde(default)]
     pub preprocess: Option<serde_json::Value>,
+    /// CPU threads for libtorch's intra-op pool (absent or 0: libtorch's default).
+    #[serde(default)]
+    pub threads: Option<i32>,
     /// Contrastive margin β.
     #[serde(default = "defaults::beta")]
     pub beta: f64,
@@ -43,9 +56,18 @@ pub struct TrainConfig {
     /// Cross-batch memory size in embeddings (0: no memory).
     #[serde(default)]
     pub memory: usize,
-    /// AdamW weight decay (applied to every parameter, as `torch.optim.AdamW(model.parameters())`).
+    /// AdamW weight decay, applied to weight matrices and convolution kernels only.
     #[serde(default = "defaults::weight_decay")]
     pub weight_decay: f64,
+    #[serde(default = "defaults::beta1")]
+    pub adam_beta1: f64,
+    #[serde(default = "defaults::beta2")]
+    pub adam_beta2: f64,
+    #[serde(default = "defaults::adam_eps")]
+    pub adam_eps: f64,
+    /// Mixed precision on CUDA (ignored on the CPU).
+    #[serde(default = "defaults::amp")]
+    pub amp: bool,
 }
 
 mod defaults {
@@ -61,18 +83,49 @@ mod defaults {
     pub fn weight_decay() -> f64 {
         5e-4
     }
+    pub fn beta1() -> f64 {
+        0.9
+    }
+    pub fn beta2() -> f64 {
+        0.999
+    }
+    pub fn adam_eps() -> f64 {
+        1e-8
+    }
+    pub fn amp() -> bool {
+        true
+    }
 }
 
-/// A ViT, its AdamW state and the cross-batch memory.
+/// One trainable tensor and its AdamW moments.
+#[derive(Debug)]
+struct Param {
+    name: String,
+    value: Tensor,
+    m: Tensor,
+    v: Tensor,
+    decay: bool,
+}
+
+/// `GradScaler`'s defaults.
+const SCALE_INIT: f64 = 65536.0;
+const SCALE_GROWTH_INTERVAL: u64 = 2000;
+
+/// A network, its AdamW state and the cross-batch memory.
 #[derive(Debug)]
 pub struct TchTrainer {
-    vit: Vit,
+    net: Net,
     device: Device,
     info: BackboneInfo,
-    opt: nn::Optimizer,
     config: TrainConfig,
+    params: Vec<Param>,
+    /// Optimiser steps taken (AdamW's bias correction `t`).
+    steps: i64,
     mem: Tensor,
     mem_labels: Tensor,
+    /// Loss scale (mixed precision only) and clean steps since it last changed.
+    scale: f64,
+    clean_steps: u64,
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {
@@ -83,39 +136,74 @@ fn l2_normalize(z: &Tensor) -> Tensor {
     z / z.square().sum_dim_intlist(-1, true, z.kind()).sqrt().clamp_min(1e-12)
 }
 
+/// timm's rule (`param_groups_weight_decay` + ViT's `no_weight_decay`): no decay for 1-D
+/// tensors (biases, norm scales, layer-scale) or the token and position embeddings.
+pub fn decays(name: &str, dims: usize) -> bool {
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    dims > 1 && !matches!(leaf, "cls_token" | "dist_token" | "pos_embed" | "reg_token")
+}
+
 impl TchTrainer {
     pub fn new(config: TrainConfig) -> Result<Self> {
-        // The backbone does the loading, device choice and BackboneInfo; take its network.
+        // The backbone does the loading, device choice and preprocessing; take its network.
         let bb = TchBackbone::new(&BackboneConfig {
             model: config.model.clone(),
             device: config.device,
             device_id: config.device_id,
             heads: config.heads,
             preprocess: config.preprocess.clone(),
-            threads: None,
+            threads: config.threads,
             providers: None,
         })
         .map_err(backend)?;
-        let (vit, device, info) = bb.into_parts();
-        // The learning rate is set by every `step`.
-        let opt = nn::AdamW { wd: config.weight_decay, ..Default::default() }
-            .build(&vit.vs, 0.0)
-            .map_err(backend)?;
-        let d = vit.config.dim as i64;
+        let (net, device, mut info) = bb.into_parts();
+        info.output = OutputKind::Pooled;
+        let mut named: Vec<(String, Tensor)> = net.vs().variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = named
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(name, value)| Param {
+                decay: decays(&name, value.dim()),
+                m: value.zeros_like(),
+                v: value.zeros_like(),
+                name,
+                value,
+            })
+            .collect();
+        let d = info.dim as i64;
         Ok(TchTrainer {
             mem: Tensor::zeros([0, d], (Kind::Float, device)),
             mem_labels: Tensor::zeros([0], (Kind::Int64, device)),
-            vit,
+            net,
             device,
             info,
-            opt,
             config,
+            params,
+            steps: 0,
+            scale: SCALE_INIT,
+            clean_steps: 0,
         })
     }
 
     /// Embeddings in the memory now.
     pub fn memory_len(&self) -> usize {
         self.mem.size()[0] as usize
+    }
+
+    /// Optimiser steps taken so far (restored by `load_state`).
+    pub fn steps(&self) -> i64 {
+        self.steps
+    }
+
+    /// Whether steps run in mixed precision (CUDA and `amp`).
+    pub fn mixed_precision(&self) -> bool {
+        self.config.amp && self.device.is_cuda()
+    }
+
+    /// The trainable parameters' names, and whether each is weight-decayed.
+    pub fn param_groups(&self) -> Vec<(String, bool)> {
+        self.params.iter().map(|p| (p.name.clone(), p.decay)).collect()
     }
 
     fn input(&self, images: ArrayView4<'_, f32>) -> Result<Tensor> {
@@ -134,6 +222,13 @@ impl TchTrainer {
         Ok(x.to_device(self.device))
     }
 
+    /// L2-normalised f32 descriptors, under autocast when mixed precision is on.
+    fn descriptors(&self, x: &Tensor) -> Tensor {
+        let amp = self.mixed_precision();
+        let pooled = tch::autocast(amp, || self.net.forward_pooled(x));
+        l2_normalize(&pooled.to_kind(Kind::Float))
+    }
+
     fn enqueue(&mut self, z: &Tensor, labels: &Tensor) {
         let k = self.config.memory as i64;
         if k == 0 {
@@ -146,6 +241,63 @@ impl TchTrainer {
         self.mem = keep(Tensor::cat(&[&z.detach(), &self.mem], 0));
         self.mem_labels = keep(Tensor::cat(&[labels, &self.mem_labels], 0));
     }
+
+    /// AdamW on every parameter's `grad / scale`, as `torch.optim.AdamW` (decoupled decay
+    /// `p ← p·(1 − lr·wd)` first, then the bias-corrected Adam update).
+    fn adamw(&mut self, lr: f64, inv_scale: f64) {
+        self.steps += 1;
+        let c = &self.config;
+        let (b1, b2) = (c.adam_beta1, c.adam_beta2);
+        let t = self.steps as i32;
+        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        tch::no_grad(|| {
+            for p in &mut self.params {
+                let g = p.value.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g = if inv_scale == 1.0 { g } else { g * inv_scale };
+                let _ = p.m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
+                let _ = p.v.g_mul_scalar_(b2).g_add_(&(g.square() * (1.0 - b2)));
+                if p.decay && c.weight_decay != 0.0 {
+                    let _ = p.value.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                }
+                let denom = (&p.v / bc2).sqrt() + c.adam_eps;
+                let update = (&p.m / bc1) / denom * lr;
+                let _ = p.value.g_sub_(&update);
+            }
+        });
+    }
+
+    fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            let mut g = p.value.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
+
+    /// Whether every gradient is finite (checked only under mixed precision).
+    fn grads_finite(&self) -> bool {
+        tch::no_grad(|| {
+            self.params.iter().all(|p| {
+                let g = p.value.grad();
+                !g.defined() || bool::try_from(g.isfinite().all()).unwrap_or(false)
+            })
+        })
+    }
+
+    fn check_labels(&self, images: &ArrayView4<'_, f32>, labels: &[i64]) -> Result<()> {
+        if labels.len() != images.dim().0 {
+            return Err(Error::Invalid(format!(
+                "{} labels for a batch of {} images",
+                labels.len(),
+                images.dim().0
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Trainer for TchTrainer {
@@ -154,17 +306,11 @@ impl Trainer for TchTrainer {
     }
 
     fn step(&mut self, images: ArrayView4<'_, f32>, labels: &[i64], lr: f32) -> Result<StepStats> {
-        if labels.len() != images.dim().0 {
-            return Err(Error::Invalid(format!(
-                "{} labels for a batch of {} images",
-                labels.len(),
-                images.dim().0
-            )));
-        }
+        self.check_labels(&images, labels)?;
         let x = self.input(images)?;
         let y = Tensor::from_slice(labels).to_device(self.device);
+        let z = self.descriptors(&x);
         let c = &self.config;
-        let z = l2_normalize(&self.vit.pool(&self.vit.forward_tokens(&x)));
         let batch_term = loss::contrastive(&z, &y, c.beta);
         // Not `+=`: an in-place add on a tensor of the autograd graph is best avoided.
         let contr = match self.memory_len() {
@@ -182,17 +328,37 @@ impl Trainer for TchTrainer {
             koleo: loss::value(&koleo) as f32,
         };
         if !stats.loss.is_finite() {
-            return Err(Error::Invalid(format!("loss is not finite: {stats:?}")));
+            return Err(Error::Invalid(format!(
+                "loss is not finite ({stats:?}): lower the learning rate, or check the images \
+                 (KoLeo is infinite when two images of a batch have identical embeddings)"
+            )));
         }
-        self.opt.set_lr(f64::from(lr));
-        self.opt.backward_step(&total);
+        self.zero_grad();
+        if self.mixed_precision() {
+            (&total * self.scale).backward();
+            if self.grads_finite() {
+                self.adamw(f64::from(lr), 1.0 / self.scale);
+                self.clean_steps += 1;
+                if self.clean_steps == SCALE_GROWTH_INTERVAL {
+                    self.scale *= 2.0;
+                    self.clean_steps = 0;
+                }
+            } else {
+                // Overflow: skip this update (as GradScaler does) and retry smaller.
+                self.scale /= 2.0;
+                self.clean_steps = 0;
+            }
+        } else {
+            total.backward();
+            self.adamw(f64::from(lr), 1.0);
+        }
         self.enqueue(&z, &y);
         Ok(stats)
     }
 
     fn embed(&mut self, images: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
         let x = self.input(images)?;
-        let z = tch::no_grad(|| l2_normalize(&self.vit.pool(&self.vit.forward_tokens(&x))));
+        let z = tch::no_grad(|| self.descriptors(&x));
         let (n, d) = z.size2().map_err(backend)?;
         let data = Vec::<f32>::try_from(z.to_device(Device::Cpu).contiguous().view(-1))
             .map_err(backend)?;
@@ -201,15 +367,79 @@ impl Trainer for TchTrainer {
 
     /// The weights under timm's names, F32. (A DeiT-3 checkpoint, whose `pos_embed` had no
     /// prefix positions, is saved in the padded `[1, T, D]` layout irtdb-onnx normalises to.)
-    fn save(&mut self, path: &Path) -> Result<()> {
-        let mut named: Vec<(String, Tensor)> = self
-            .vit
-            .vs
-            .variables()
-            .into_iter()
-            .map(|(k, v)| (k, v.detach().to_device(Device::Cpu).contiguous()))
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        Tensor::write_safetensors(&named, path).map_err(backend)
+    fn save_weights(&mut self, path: &Path) -> Result<()> {
+        self.net.save_safetensors(path).map_err(backend)
+    }
+
+    /// `adam.m.<name>`, `adam.v.<name>`, `adam.step`, `amp.scale`, `xbm.embeddings`,
+    /// `xbm.labels` in one safetensors file.
+    fn save_state(&mut self, path: &Path) -> Result<()> {
+        let cpu = |t: &Tensor| t.detach().to_device(Device::Cpu).contiguous();
+        let mut named: Vec<(String, Tensor)> = Vec::new();
+        for p in &self.params {
+            named.push((format!("adam.m.{}", p.name), cpu(&p.m)));
+            named.push((format!("adam.v.{}", p.name), cpu(&p.v)));
+        }
+        named.push(("adam.step".into(), Tensor::from_slice(&[self.steps])));
+        named
+            .push(("amp.scale".into(), Tensor::from_slice(&[self.scale, self.clean_steps as f64])));
+        named.push(("xbm.embeddings".into(), cpu(&self.mem)));
+        named.push(("xbm.labels".into(), cpu(&self.mem_labels)));
+        Tensor::write_safetensors(&named, path)
+            .map_err(|e| backend(format!("writing trainer state {}: {e}", path.display())))
+    }
+
+    fn load_state(&mut self, path: &Path) -> Result<()> {
+        let what = |m: String| backend(format!("trainer state {}: {m}", path.display()));
+        let tensors: BTreeMap<String, Tensor> =
+            Tensor::read_safetensors(path).map_err(|e| what(e.to_string()))?.into_iter().collect();
+        let get = |name: &str| {
+            tensors.get(name).ok_or_else(|| {
+                what(format!("`{name}` is missing: not a trainer state, or one of another model"))
+            })
+        };
+        let device = self.device;
+        let mut moments = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            let m = get(&format!("adam.m.{}", p.name))?;
+            let v = get(&format!("adam.v.{}", p.name))?;
+            if m.size() != p.value.size() || v.size() != p.value.size() {
+                return Err(what(format!(
+                    "moments of `{}` have shape {:?}, the model's tensor {:?}: the state belongs \
+                     to another model",
+                    p.name,
+                    m.size(),
+                    p.value.size()
+                )));
+            }
+            moments.push((m.to_device(device), v.to_device(device)));
+        }
+        let expected = 2 * self.params.len() + 4;
+        if tensors.len() != expected {
+            return Err(what(format!(
+                "{} tensors, a state of this model has {expected}: it belongs to another model",
+                tensors.len()
+            )));
+        }
+        let mem = get("xbm.embeddings")?;
+        if mem.dim() != 2 || mem.size()[1] != self.info.dim as i64 {
+            return Err(what(format!(
+                "memory of shape {:?} for D = {}",
+                mem.size(),
+                self.info.dim
+            )));
+        }
+        let keep = (self.config.memory as i64).min(mem.size()[0]);
+        self.mem = mem.narrow(0, 0, keep).to_kind(Kind::Float).to_device(device);
+        self.mem_labels = get("xbm.labels")?.narrow(0, 0, keep).to_device(device);
+        self.steps = get("adam.step")?.int64_value(&[0]);
+        let scale = get("amp.scale")?;
+        self.scale = scale.double_value(&[0]);
+        self.clean_steps = scale.double_value(&[1]) as u64;
+        for (p, (m, v)) in self.params.iter_mut().zip(moments) {
+            p.m = m;
+            p.v = v;
+        }
+        Ok(())
     }
 }
