@@ -28,6 +28,7 @@ enum Command {
     Plugins(cmd::plugins::Args),
     Eval(cmd::eval::Args),
     Analyze(cmd::analyze::Args),
+    Train(cmd::train::Args),
     #[command(subcommand)]
     Model(cmd::model::Command),
 }
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Command::Plugins(a) => cmd::plugins::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Analyze(a) => cmd::analyze::run(a),
+        Command::Train(a) => cmd::train::run(a),
         Command::Model(c) => cmd::model::run(c),
     };
     match result {

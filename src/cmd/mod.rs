@@ -9,6 +9,7 @@ pub mod model;
 pub mod plugins;
 pub mod progress;
 pub mod query;
+pub mod train;
 
 use std::io::Write;
 

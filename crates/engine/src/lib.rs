@@ -13,6 +13,7 @@ pub mod info;
 pub mod lossy;
 pub mod model;
 pub mod query;
+pub mod train;
 
 pub use embed::{embed_files, EmbedOutcome, Embedder};
 pub use model::{ModelSpec, DEFAULT_PLUGIN};
