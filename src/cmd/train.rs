@@ -27,6 +27,8 @@ use irtdb_engine::train::{
 /// Example: irtdb train --plugin tch-cuda --model deit_small_patch16_224.safetensors
 ///          --data ./sop/train --out ./runs/sop --iters 35000
 #[derive(Debug, clap::Args)]
+// A repeated option overrides the earlier one (handy for scripts that append settings).
+#[command(args_override_self = true)]
 pub struct Args {
     /// Plugin that trains (it must have the train capability; see `irtdb plugins`).
     #[arg(long, default_value = "tch-cuda")]

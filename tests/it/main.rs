@@ -6,4 +6,5 @@ mod embed;
 mod eval;
 mod plugins;
 mod reliability;
+mod train;
 mod util;
