@@ -7,11 +7,15 @@ cd "$(dirname "$0")/.."
 scripts/setup-onnxruntime.sh
 scripts/setup-libtorch.sh
 export ORT_DYLIB_PATH="$PWD/.deps/onnxruntime/libonnxruntime.so.1.32.0"
-# The plugins are cdylibs loaded at run time, not linked into anything the tests build.
+# The plugins are cdylibs loaded at run time, not linked into anything the tests build. The tch
+# plugin binds one libtorch exactly, so it is its own workspace (see its README); the root
+# suite's training tests load it from plugins/tch-cuda/target/debug.
 cargo build --locked -p irtdb-plugin-ort-tensorrt
-cargo test --locked --workspace --no-fail-fast "$@"
-# The tch plugin binds one libtorch exactly, so it is its own workspace (see its README).
-(cd plugins/tch-cuda && cargo build --locked && cargo test --locked --no-fail-fast)
+(cd plugins/tch-cuda && cargo build --locked)
+status=0
+cargo test --locked --workspace --no-fail-fast "$@" || status=$?
+(cd plugins/tch-cuda && cargo test --locked --no-fail-fast) || status=$?
+[ "$status" -eq 0 ] || exit "$status"
 # Bounded fuzzing of image decoding, safetensors → ONNX and index-file loading from the kept
 # corpus (IRTDB_FUZZ_SECONDS per target; 0 skips).
 fuzz_seconds="${IRTDB_FUZZ_SECONDS:-20}"

@@ -142,7 +142,7 @@ impl TrainOptions {
     fn validate(&self) -> Result<()> {
         ensure!(self.batch >= 2, "--batch {}: a pair loss needs at least 2 images", self.batch);
         ensure!(
-            self.per_class >= 2 && self.batch % self.per_class == 0,
+            self.per_class >= 2 && self.batch.is_multiple_of(self.per_class),
             "--per-class {}: needs ≥ 2 (positives) and to divide --batch {}",
             self.per_class,
             self.batch
@@ -386,6 +386,9 @@ impl Sampler {
     }
 }
 
+/// A training image that could not be decoded, and why.
+type Failure = (PathBuf, String);
+
 /// Decodes and augments a batch in parallel. An image that fails to decode is replaced by the
 /// next image of its class that decodes (its failure is returned, to be recorded).
 fn prepare_train_batch(
@@ -396,11 +399,11 @@ fn prepare_train_batch(
     limits: &DecodeLimits,
     seed: u64,
     it: u64,
-) -> Result<(Array4<f32>, Vec<(PathBuf, String)>)> {
+) -> Result<(Array4<f32>, Vec<Failure>)> {
     let [h, w] = aug.eval.size;
     let plane = 3 * h as usize * w as usize;
     let mut x = Array4::<f32>::zeros((idx.len(), 3, h as usize, w as usize));
-    let failures: Vec<Vec<(PathBuf, String)>> = x
+    let failures: Vec<Vec<Failure>> = x
         .as_slice_mut()
         .expect("contiguous")
         .par_chunks_mut(plane)
@@ -768,7 +771,7 @@ fn train_loop(
         *n += 1;
 
         let at_end = state.iteration == opts.iters;
-        if state.iteration % opts.eval_every == 0 || at_end {
+        if state.iteration.is_multiple_of(opts.eval_every) || at_end {
             let (acc, n, since) =
                 std::mem::replace(&mut interval, (LossPoint::default(), 0, Instant::now()));
             let nf = n.max(1) as f64;
