@@ -85,11 +85,11 @@ fn main() {
         let flat = x.as_slice().unwrap();
         let shape = [a.batch, 3, h, w];
         for _ in 0..2 {
-            bb.features(flat, &shape).unwrap();
+            let _ = bb.features(flat, &shape).unwrap();
         }
         let t = Instant::now();
         for _ in 0..a.steps {
-            bb.features(flat, &shape).unwrap();
+            let _ = bb.features(flat, &shape).unwrap();
         }
         let forward = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
         drop(bb);
