@@ -306,3 +306,42 @@ fn a_corrupt_training_image_is_recorded_and_replaced() {
     let recorded = run["bad_images"].as_object().unwrap();
     assert!(recorded.keys().next().unwrap().ends_with("00-disc-solid/000.jpg"), "{recorded:?}");
 }
+
+#[test]
+fn trains_from_a_collection_labelled_by_folder() {
+    if skip() {
+        return;
+    }
+    // Index the training images, then train from the collection (no --data), holding out a
+    // quarter of its classes.
+    let d = data();
+    let db = scratch().join("train-collection.db");
+    run_expect(
+        irtdb()
+            .arg("index")
+            .arg(&d.train)
+            .args(["--dim", "0", "--json", "--db"])
+            .arg(&db)
+            .arg("--model")
+            .arg(&d.model),
+        0,
+    );
+    let out = scratch().join("train-from-db");
+    let r = json(&run_expect(
+        irtdb()
+            .arg("train")
+            .arg("--plugin")
+            .arg(tch_plugin())
+            .arg("--model")
+            .arg(&d.model)
+            .arg("--db")
+            .arg(&db)
+            .args(["--val-fraction", "0.25", "--iters", "10", "--batch", "16", "--device", "cpu"])
+            .args(["--json", "--out"])
+            .arg(&out),
+        0,
+    ));
+    assert_eq!((r["train_classes"].as_u64(), r["val_classes"].as_u64()), (Some(18), Some(6)));
+    assert_eq!((r["train_images"].as_u64(), r["val_images"].as_u64()), (Some(216), Some(72)));
+    assert_eq!(r["iterations"], 10);
+}
