@@ -80,8 +80,8 @@ fn main() {
         });
 
         // Yardstick: the inference forward (tokens out, as the backbone serves them).
-        let bb = TchBackbone::new(&serde_json::from_value(config_backbone(&config)).unwrap())
-            .unwrap();
+        let bb =
+            TchBackbone::new(&serde_json::from_value(config_backbone(&config)).unwrap()).unwrap();
         let flat = x.as_slice().unwrap();
         let shape = [a.batch, 3, h, w];
         for _ in 0..2 {

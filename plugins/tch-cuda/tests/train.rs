@@ -270,8 +270,8 @@ fn a_resnet_gem_baseline_trains_and_serves() {
     }
     // BatchNorm moved only through its affine parameters: weights decay, BN scales do not.
     let groups: std::collections::HashMap<_, _> = t.param_groups().into_iter().collect();
-    assert_eq!(groups["conv1.weight"], true);
-    assert_eq!(groups["bn1.weight"], false);
+    assert!(groups["conv1.weight"]);
+    assert!(!groups["bn1.weight"]);
     assert!(!groups.contains_key("bn1.running_mean"));
     let saved = dir.path().join("trained.safetensors");
     t.save_weights(&saved).unwrap();
