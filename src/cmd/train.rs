@@ -24,11 +24,13 @@ use irtdb_engine::train::{
 /// β = 0.5, λ = 0.7, memory = training-set size, resize 256 + random crop 224 + flip), with a
 /// linear warm-up and cosine decay.
 ///
-/// Example: irtdb train --plugin tch-cuda --model deit_small_patch16_224.safetensors
-///          --data ./sop/train --out ./runs/sop --iters 35000
+/// Examples:
+///   irtdb train --model deit_small.safetensors --data sop/train --val-data sop/test --out runs/sop
+///   irtdb train --model deit_small.safetensors --db photos.db --lambda 0 --iters 2000
+///   irtdb train --resume --out runs/sop --iters 40000
 #[derive(Debug, clap::Args)]
 // A repeated option overrides the earlier one (handy for scripts that append settings).
-#[command(args_override_self = true)]
+#[command(args_override_self = true, verbatim_doc_comment)]
 pub struct Args {
     /// Plugin that trains (it must have the train capability; see `irtdb plugins`).
     #[arg(long, default_value = "tch-cuda")]
