@@ -64,7 +64,10 @@ impl PluginBackend for TchPlugin {
         }
         available.push("cpu".to_string());
         PluginDescription {
-            backbones: vec!["vit / deit / deit3 (timm safetensors, distilled too)".into()],
+            backbones: vec![
+                "vit / deit / deit3 (timm safetensors, distilled too)".into(),
+                "resnet50 and other bottleneck resnets + GeM (timm safetensors)".into(),
+            ],
             providers: vec!["cuda".into(), "cpu".into()],
             available_providers: available,
             notes: vec![format!("libtorch 2.11.0 via tch 0.24.0; {}", cuda_note())],
