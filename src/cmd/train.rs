@@ -54,7 +54,11 @@ pub struct Args {
     #[arg(long, default_value = "irtdb-train")]
     out: PathBuf,
     /// Continue the run in --out (its run.json holds every other setting; --iters may extend it).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = [
+        "plugin", "model", "data", "db", "val_data", "val_fraction", "batch", "per_class", "lr", "warmup",
+        "weight_decay", "beta", "lambda", "memory", "eval_every", "seed", "device", "heads",
+        "preprocess", "train_resize", "no_flip", "threads",
+    ])]
     resume: bool,
     /// Optimisation steps (default 2000; the paper: 35k for SOP/In-Shop, 2k for CUB).
     #[arg(long)]
