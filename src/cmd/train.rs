@@ -54,8 +54,9 @@ pub struct Args {
     #[arg(long, default_value = "irtdb-train")]
     out: PathBuf,
     /// Continue the run in --out (its run.json holds every other setting; --iters may extend it).
+    // (--model and --db are left out of the conflicts: they may come from IRTDB_MODEL / IRTDB_DB.)
     #[arg(long, conflicts_with_all = [
-        "plugin", "model", "data", "db", "val_data", "val_fraction", "batch", "per_class", "lr", "warmup",
+        "plugin", "data", "val_data", "val_fraction", "batch", "per_class", "lr", "warmup",
         "weight_decay", "beta", "lambda", "memory", "eval_every", "seed", "device", "heads",
         "preprocess", "train_resize", "no_flip", "threads",
     ])]
