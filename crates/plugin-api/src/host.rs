@@ -393,23 +393,10 @@ impl Backbone for PluginBackbone {
     fn forward(&mut self, images: ArrayView4<'_, f32>) -> irtdb_core::Result<Features> {
         let info = self.info().clone();
         check_input(&images, &info, "backbone input")?;
-        let (b, c, h, w) = images.dim();
-        let contiguous = images.as_standard_layout();
-        let shape = [b as u64, c as u64, h as u64, w as u64];
-        let mut out = OutTensor::default();
-        // SAFETY: a contiguous buffer of product(shape) values, a valid handle and out-pointer.
-        let status = unsafe {
-            (self.plugin.0.vtable.backbone_forward)(
-                self.handle,
-                contiguous.as_ptr(),
-                shape.as_ptr(),
-                4,
-                &mut out,
-            )
-        };
-        if status != STATUS_OK {
-            return Err(self.plugin.call_error("backbone_forward", status).into());
-        }
+        let b = images.dim().0;
+        let f = self.plugin.0.vtable.backbone_forward;
+        // SAFETY: `f` is the table's backbone_forward and `handle` came from backbone_create.
+        let out = unsafe { call_batch(&self.plugin, "backbone_forward", f, self.handle, &images) }?;
         let (dims, values) = take_output(&self.plugin, "backbone_forward", &out, |dims| {
             let ok = match info.output {
                 OutputKind::Tokens { prefix } => {
@@ -436,6 +423,36 @@ impl Backbone for PluginBackbone {
             ),
         })
     }
+}
+
+/// The C signature of `backbone_forward` and `trainer_embed`: a handle, a `[B, 3, H, W]` batch,
+/// a lent output tensor.
+type BatchFn =
+    unsafe extern "C" fn(*mut std::ffi::c_void, *const f32, *const u64, u32, *mut OutTensor) -> i32;
+
+/// Calls `f` on `handle` with `images` (made contiguous) and returns the tensor it lent,
+/// unchecked (see [`take_output`]).
+///
+/// # Safety
+/// `f` is a function of `plugin`'s table and `handle` a live handle of the kind it takes.
+unsafe fn call_batch(
+    plugin: &Plugin,
+    call: &'static str,
+    f: BatchFn,
+    handle: *mut std::ffi::c_void,
+    images: &ArrayView4<'_, f32>,
+) -> irtdb_core::Result<OutTensor> {
+    let contiguous = images.as_standard_layout();
+    let (b, c, h, w) = images.dim();
+    let shape = [b as u64, c as u64, h as u64, w as u64];
+    let mut out = OutTensor::default();
+    // SAFETY: a contiguous buffer of product(shape) values and an out-pointer; the function and
+    // handle per the contract.
+    let status = unsafe { f(handle, contiguous.as_ptr(), shape.as_ptr(), 4, &mut out) };
+    if status != STATUS_OK {
+        return Err(plugin.call_error(call, status).into());
+    }
+    Ok(out)
 }
 
 /// Copies a tensor the plugin lent in `out`, never trusting it: rank, null data, the shape
@@ -658,23 +675,9 @@ impl irtdb_core::Trainer for PluginTrainer {
         let info = self.info().clone();
         check_input(&images, &info, "trainer input")?;
         let b = images.dim().0;
-        let contiguous = images.as_standard_layout();
-        let d = images.dim();
-        let shape = [d.0 as u64, d.1 as u64, d.2 as u64, d.3 as u64];
-        let mut out = OutTensor::default();
-        // SAFETY: contiguous buffer of product(shape) values, valid handle and out-pointer.
-        let status = unsafe {
-            (self.plugin.0.vtable.trainer_embed)(
-                self.handle,
-                contiguous.as_ptr(),
-                shape.as_ptr(),
-                4,
-                &mut out,
-            )
-        };
-        if status != STATUS_OK {
-            return Err(self.plugin.call_error("trainer_embed", status).into());
-        }
+        let f = self.plugin.0.vtable.trainer_embed;
+        // SAFETY: `f` is the table's trainer_embed and `handle` came from trainer_create.
+        let out = unsafe { call_batch(&self.plugin, "trainer_embed", f, self.handle, &images) }?;
         let (dims, values) = take_output(&self.plugin, "trainer_embed", &out, |dims| {
             (dims == [b, info.dim])
                 .then_some(())
