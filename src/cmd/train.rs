@@ -1,6 +1,7 @@
 //! `irtdb train`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -57,7 +58,7 @@ pub struct Args {
     // (--model and --db are left out of the conflicts: they may come from IRTDB_MODEL / IRTDB_DB.)
     #[arg(long, conflicts_with_all = [
         "plugin", "data", "val_data", "val_fraction", "batch", "per_class", "lr", "warmup",
-        "weight_decay", "beta", "lambda", "memory", "eval_every", "seed", "device", "heads",
+        "weight_decay", "beta", "lambda", "memory", "eval_every", "checkpoint_every", "seed", "device", "heads",
         "preprocess", "train_resize", "no_flip", "threads",
     ])]
     resume: bool,
@@ -91,6 +92,10 @@ pub struct Args {
     /// Evaluate and checkpoint every N iterations (default: --iters / 4).
     #[arg(long)]
     eval_every: Option<u64>,
+    /// Also checkpoint every N iterations without evaluating (default: 1000; 0: only with
+    /// evaluations). Ctrl-C checkpoints too, then stops.
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
     /// Seed of every random choice (classes, images, crops, flips): same seed, same run.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -128,6 +133,7 @@ fn parse_size(s: &str) -> Result<[u32; 2], String> {
 
 pub fn run(args: Args) -> Result<()> {
     let bar = TrainBar::new(args.json);
+    stop_on_signals();
     let report = if args.resume {
         if !args.out.join(RUN_FILE).is_file() {
             bail!(
@@ -160,6 +166,7 @@ pub fn run(args: Args) -> Result<()> {
         o.lambda = args.lambda;
         o.memory = args.memory;
         o.eval_every = args.eval_every.unwrap_or((o.iters / 4).max(1));
+        o.checkpoint_every = args.checkpoint_every.unwrap_or(1000);
         o.seed = args.seed;
         o.device = args.device;
         o.heads = args.heads;
@@ -170,10 +177,41 @@ pub fn run(args: Args) -> Result<()> {
         irtdb_engine::train::run(o, &bar)?
     };
     if args.json {
-        return super::print_json(&report);
+        super::print_json(&report)?;
+    } else {
+        print_report(&report);
     }
-    print_report(&report);
+    if report.interrupted {
+        eprintln!(
+            "interrupted: checkpoint saved at iteration {}; continue with `irtdb train --resume \
+             --out {}`",
+            report.iterations,
+            report.out.display()
+        );
+        std::process::exit(130);
+    }
     Ok(())
+}
+
+/// Signals received (SIGINT, SIGTERM). The first asks the run to checkpoint and stop after the
+/// step in flight; a second one exits at once (the previous checkpoint stays valid).
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only async-signal-safe work here: an atomic add and _exit.
+    if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn stop_on_signals() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installing a handler that only touches an atomic and calls _exit.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
 }
 
 fn pct(v: f64) -> String {
@@ -271,5 +309,13 @@ impl TrainProgress for TrainBar {
     }
     fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+    fn should_stop(&self) -> bool {
+        let stop = SIGNALS.load(Ordering::SeqCst) > 0;
+        if stop && !self.quiet {
+            self.bar
+                .suspend(|| eprintln!("stopping: saving a checkpoint (Ctrl-C again to quit now)"));
+        }
+        stop
     }
 }

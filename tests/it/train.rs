@@ -345,3 +345,42 @@ fn trains_from_a_collection_labelled_by_folder() {
     assert_eq!((r["train_images"].as_u64(), r["val_images"].as_u64()), (Some(216), Some(72)));
     assert_eq!(r["iterations"], 10);
 }
+
+#[test]
+fn ctrl_c_checkpoints_and_resume_finishes_the_same_model() {
+    if skip() {
+        return;
+    }
+    let args = ["--iters", "300", "--eval-every", "300", "--seed", "5"];
+    let whole = scratch().join("train-sigint-whole");
+    run_expect(&mut train(&whole, &args), 0);
+
+    let stopped = scratch().join("train-sigint");
+    let child = train(&stopped, &args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Training has started once the checkpoint folder exists; let it run a little.
+    let t = std::time::Instant::now();
+    while !stopped.join("checkpoints").is_dir() {
+        assert!(t.elapsed().as_secs() < 60, "the run never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{e}");
+    assert!(e.contains("--resume"), "{e}");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stopped.join("run.json")).unwrap()).unwrap();
+    let at = run["iteration"].as_u64().unwrap();
+    assert!(at > 0 && at < 300, "stopped at iteration {at}");
+    eprintln!("SIGINT: checkpoint at iteration {at}");
+
+    run_expect(irtdb().args(["train", "--resume", "--json", "--out"]).arg(&stopped), 0);
+    let w = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(w(&whole) == w(&stopped), "stopped + resumed weights differ from the whole run's");
+}

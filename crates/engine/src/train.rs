@@ -92,6 +92,10 @@ pub struct TrainOptions {
     pub memory: Option<usize>,
     /// Evaluate and checkpoint every this many iterations (and at the end).
     pub eval_every: u64,
+    /// Also checkpoint (without evaluating) every this many iterations; 0: only with
+    /// evaluations.
+    #[serde(default)]
+    pub checkpoint_every: u64,
     pub seed: u64,
     /// `auto`, `cpu` or `cuda`.
     pub device: String,
@@ -128,6 +132,7 @@ impl TrainOptions {
             lambda: 0.7,
             memory: None,
             eval_every: 500,
+            checkpoint_every: 0,
             seed: 0,
             device: "auto".into(),
             heads: None,
@@ -234,6 +239,9 @@ pub struct TrainReport {
     pub best_eval: Option<EvalPoint>,
     pub images_per_second: f64,
     pub bad_images: usize,
+    /// The run was asked to stop ([`TrainProgress::should_stop`]) and saved a checkpoint at
+    /// `iterations`, from which `--resume` continues.
+    pub interrupted: bool,
 }
 
 /// What a training run reports as it goes. Every method has a no-op default.
@@ -243,6 +251,10 @@ pub trait TrainProgress {
     fn step(&self, _it: u64, _stats: &StepStats, _lr: f64, _images_per_second: f64) {}
     fn evaluated(&self, _point: &EvalPoint) {}
     fn finish(&self) {}
+    /// Polled after every step: true makes the run checkpoint and return early (Ctrl-C).
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.
@@ -746,6 +758,7 @@ fn train_loop(
     // The next batch is decoded on rayon's pool while the plugin steps on this one.
     let mut next = (state.iteration < opts.iters).then(|| prepare(state.iteration));
     let mut images_per_second = 0.0;
+    let mut interrupted = false;
     while state.iteration < opts.iters {
         let it = state.iteration;
         let (x, labels, bad) = next.take().expect("prepared")?;
@@ -771,7 +784,14 @@ fn train_loop(
         *n += 1;
 
         let at_end = state.iteration == opts.iters;
-        if state.iteration.is_multiple_of(opts.eval_every) || at_end {
+        let eval_due = state.iteration.is_multiple_of(opts.eval_every) || at_end;
+        let stop = progress.should_stop();
+        let checkpoint_due = eval_due
+            || stop
+            || (opts.checkpoint_every > 0 && state.iteration.is_multiple_of(opts.checkpoint_every));
+        if checkpoint_due {
+            // The loss log has one point per checkpoint, so a resumed run logs what an
+            // uninterrupted one would.
             let (acc, n, since) =
                 std::mem::replace(&mut interval, (LossPoint::default(), 0, Instant::now()));
             let nf = n.max(1) as f64;
@@ -784,7 +804,7 @@ fn train_loop(
                 images_per_second: (n as usize * opts.batch) as f64
                     / since.elapsed().as_secs_f64().max(1e-9),
             });
-            let point = evaluate_now(&mut trainer, state.iteration)?;
+            let point = if eval_due { evaluate_now(&mut trainer, state.iteration)? } else { None };
             if let Some(p) = &point {
                 progress.evaluated(p);
                 state.evals.push(p.clone());
@@ -792,6 +812,10 @@ fn train_loop(
             state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
             checkpoint(&mut state, &mut trainer, &info, heads, point.as_ref(), (&train, &val))?;
             failpoint_abort_after(state.iteration);
+        }
+        if stop && !at_end {
+            interrupted = true;
+            break;
         }
     }
     progress.finish();
@@ -815,6 +839,7 @@ fn train_loop(
         best_eval: state.best.clone(),
         images_per_second,
         bad_images: state.bad_images.len(),
+        interrupted,
     })
 }
 
@@ -838,7 +863,7 @@ fn checkpoint(
     trainer
         .save_state(&weights.with_extension("state"))
         .with_context(|| format!("saving the trainer state beside {}", weights.display()))?;
-    let card = model_card(&state.options, info, heads, it, eval, data);
+    let card = model_card(&state.options, info, heads, it, eval.or(state.evals.last()), data);
     write_json_atomic(&weights.with_extension("json"), &card)?;
     let previous = state.checkpoint.replace(rel);
     let improved = match (eval, &state.best) {
