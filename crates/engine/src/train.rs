@@ -312,8 +312,10 @@ fn labelled(by_class: BTreeMap<String, Vec<PathBuf>>) -> LabelledSet {
 fn split_classes(set: LabelledSet, fraction: f64, seed: u64) -> (LabelledSet, LabelledSet) {
     let mut classes: Vec<u32> = (0..set.classes as u32).collect();
     classes.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5EED_C1A5));
-    let n_val = if fraction > 0.0 {
-        ((set.classes as f64 * fraction).round() as usize).clamp(2, set.classes.saturating_sub(2))
+    // At least 2 classes on each side (retrieval needs another class to confuse with); fewer
+    // than 4 classes in all: nothing is held out.
+    let n_val = if fraction > 0.0 && set.classes >= 4 {
+        ((set.classes as f64 * fraction).round() as usize).clamp(2, set.classes - 2)
     } else {
         0
     };
@@ -969,5 +971,13 @@ mod tests {
         assert_eq!(again.paths, val.paths);
         let (all, none) = split_classes(set, 0.0, 3);
         assert_eq!((all.classes, none.paths.len()), (10, 0));
+        // Too few classes to hold any out.
+        let three = LabelledSet {
+            paths: (0..6).map(|i| PathBuf::from(format!("{i}.png"))).collect(),
+            labels: (0..6).map(|i| i % 3).collect(),
+            classes: 3,
+        };
+        let (all, none) = split_classes(three, 0.2, 3);
+        assert_eq!((all.classes, none.paths.len()), (3, 0));
     }
 }

@@ -77,8 +77,7 @@ fn labelled_batch(cfg: &irtdb_onnx::VitConfig, seed: u64) -> (Array4<f32>, Vec<i
     (Array4::from_shape_vec((12, 3, h, w), x).unwrap(), (0..12).map(|i| i % 3).collect())
 }
 
-fn micro_trainer(dir: &std::path::Path, model: &std::path::Path) -> TchTrainer {
-    let _ = dir;
+fn micro_trainer(model: &std::path::Path) -> TchTrainer {
     TchTrainer::new(
         serde_json::from_value(serde_json::json!({
             "model": model, "device": "cpu", "heads": 4, "memory": 20
@@ -96,7 +95,7 @@ fn resume_reproduces_the_next_step() {
     save_safetensors(&start, &random_vit(&cfg, 31)).unwrap();
 
     // Run A: 5 steps, save weights + state, then 2 more steps.
-    let mut a = micro_trainer(dir.path(), &start);
+    let mut a = micro_trainer(&start);
     for s in 0..5 {
         let (x, y) = labelled_batch(&cfg, 100 + s);
         a.step(x.view(), &y, 1e-3).unwrap();
@@ -112,7 +111,7 @@ fn resume_reproduces_the_next_step() {
         .collect();
 
     // Run B resumes from the checkpoint and takes the same two steps.
-    let mut b = micro_trainer(dir.path(), &weights);
+    let mut b = micro_trainer(&weights);
     b.load_state(&state).unwrap();
     assert_eq!((b.steps(), b.memory_len()), (5, 20));
     for (s, want) in (5..7).zip(&next) {
@@ -130,7 +129,7 @@ fn resume_reproduces_the_next_step() {
 
     // Without the state the next step differs (fresh moments, empty memory): the test above is
     // not vacuous.
-    let mut c = micro_trainer(dir.path(), &weights);
+    let mut c = micro_trainer(&weights);
     let (x, y) = labelled_batch(&cfg, 105);
     let fresh = c.step(x.view(), &y, 1e-3).unwrap();
     assert!((fresh.contrastive - next[0].contrastive).abs() > 1e-3, "{fresh:?} vs {:?}", next[0]);
@@ -142,7 +141,7 @@ fn resume_reproduces_the_next_step() {
     });
     let other = dir.path().join("other.safetensors");
     save_safetensors(&other, &random_vit(&other_cfg.unwrap(), 32)).unwrap();
-    let mut d = micro_trainer(dir.path(), &other);
+    let mut d = micro_trainer(&other);
     let e = d.load_state(&state).unwrap_err().to_string();
     assert!(e.contains("ck.state") && e.contains("another model"), "{e}");
 }
@@ -153,7 +152,7 @@ fn weight_decay_spares_biases_norms_and_embeddings() {
     let dir = tempfile::tempdir().unwrap();
     let start = dir.path().join("start.safetensors");
     save_safetensors(&start, &random_vit(&cfg, 41)).unwrap();
-    let t = micro_trainer(dir.path(), &start);
+    let t = micro_trainer(&start);
     let groups: std::collections::HashMap<String, bool> = t.param_groups().into_iter().collect();
     for (name, decayed) in [
         ("blocks.0.attn.qkv.weight", true),
@@ -177,7 +176,7 @@ fn adamw_matches_torch_update_on_one_step() {
     let dir = tempfile::tempdir().unwrap();
     let start = dir.path().join("start.safetensors");
     save_safetensors(&start, &random_vit(&cfg, 51)).unwrap();
-    let mut t = micro_trainer(dir.path(), &start);
+    let mut t = micro_trainer(&start);
     let (x, y) = labelled_batch(&cfg, 52);
     t.step(x.view(), &y, 0.0).unwrap();
     let after0 = dir.path().join("after0.safetensors");
