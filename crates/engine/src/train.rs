@@ -578,17 +578,10 @@ fn publish(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `num_heads` of the starting model when its card or the options say (the architecture name
+/// `num_heads` of the starting model when the options or its sidecar say (the architecture name
 /// tells the rest).
 fn source_heads(opts: &TrainOptions) -> Option<usize> {
-    opts.heads.or_else(|| {
-        let text = std::fs::read_to_string(opts.model.with_extension("json")).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        v.get("num_heads")
-            .or_else(|| v.pointer("/model_args/num_heads"))?
-            .as_u64()
-            .map(|h| h as usize)
-    })
+    opts.heads.or_else(|| irtdb_onnx::sidecar::num_heads_hint(&opts.model))
 }
 
 /// Test hook: `IRTDB_FAILPOINT=abort-after-iteration:N` aborts the process right after the

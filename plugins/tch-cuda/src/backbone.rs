@@ -214,10 +214,6 @@ impl PluginBackbone for TchBackbone {
     }
 }
 
-// The two functions below are the ort-tensorrt plugin's (plugins/ort-tensorrt/src/backbone.rs):
-// the sidecar format is the same for every plugin. (A shared home, e.g. irtdb-core, is for the
-// lead to decide; this crate may only edit itself.)
-
 #[cfg(test)]
 mod tests {
     use super::*;
