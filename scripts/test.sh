@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-onnxruntime.sh
 scripts/setup-libtorch.sh
+scripts/setup-test-env.sh
+export IRTDB_TEST_PYTHON="$PWD/.deps/venv/bin/python"
 export ORT_DYLIB_PATH="$PWD/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 # The plugins are cdylibs loaded at run time, not linked into anything the tests build. The tch
 # plugin binds one libtorch exactly, so it is its own workspace (see its README); the root
