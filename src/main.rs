@@ -9,8 +9,10 @@ mod cmd;
 
 /// Image retrieval with Vision Transformers: index a folder, query by image, train descriptors.
 ///
-/// Backbones run in plugins (shared libraries found on IRTDB_PLUGIN_PATH, <exe dir>/plugins,
-/// <exe dir> and <data dir>/irtdb/plugins); `irtdb plugins` lists them.
+/// Start: `irtdb index ./photos` (embeds with DeiT-S, fetched once from the Hugging Face hub),
+/// then `irtdb query photo.jpg --k 10`. Backbones run in plugins (shared libraries found on
+/// IRTDB_PLUGIN_PATH, <exe dir>/plugins, <exe dir>, <exe dir>/../lib/irtdb/plugins and
+/// <data dir>/irtdb/plugins); `irtdb plugins` lists them, `irtdb doctor` checks the install.
 #[derive(Debug, Parser)]
 #[command(name = "irtdb", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
@@ -26,6 +28,7 @@ enum Command {
     Reindex(cmd::index::ReindexArgs),
     Embed(cmd::embed::Args),
     Plugins(cmd::plugins::Args),
+    Doctor(cmd::doctor::Args),
     Eval(cmd::eval::Args),
     Analyze(cmd::analyze::Args),
     Train(cmd::train::Args),
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Reindex(a) => cmd::index::reindex(a),
         Command::Embed(a) => cmd::embed::run(a),
         Command::Plugins(a) => cmd::plugins::run(a),
+        Command::Doctor(a) => cmd::doctor::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Analyze(a) => cmd::analyze::run(a),
         Command::Train(a) => cmd::train::run(a),

@@ -19,7 +19,9 @@ pub struct Args {
     /// Plugin name or path to a plugin library.
     #[arg(long, default_value = irtdb_engine::DEFAULT_PLUGIN)]
     plugin: String,
-    /// Model weights: an .onnx file or a timm-named ViT/DeiT .safetensors file.
+    /// Model: an .onnx file, a timm-named ViT/DeiT .safetensors file, or a model on the
+    /// Hugging Face hub as hf-hub:ORG/NAME[@REVISION] (fetched once into the standard cache,
+    /// then used offline; `irtdb model list` recommends some).
     #[arg(long, env = "IRTDB_MODEL")]
     model: PathBuf,
     /// How token features become one vector: cls, mean, max, gem (p=3) or gem:P.
@@ -56,7 +58,12 @@ pub fn parse_pool(s: &str) -> Result<Pool, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut spec = ModelSpec::new(Some(&args.plugin), &args.model, args.pooling)?;
+    let mut spec = ModelSpec::from_ref(
+        Some(&args.plugin),
+        &args.model,
+        args.pooling,
+        &super::progress::Bar::new(args.json),
+    )?;
     spec.providers = args.providers.clone();
     spec.preprocess = args.preprocess.clone();
     let (_plugin, backbone) = spec.open()?;
@@ -92,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
             images: Vec<Image<'a>>,
         }
         let model = serde_json::json!({
-            "path": spec.model, "plugin": args.plugin, "pooling": args.pooling.name(),
+            "path": spec.model, "hub": spec.hub, "plugin": args.plugin, "pooling": args.pooling.name(),
             "backbone": info, "random_weights": irtdb_engine::model::is_random_weights(&spec.model),
         });
         super::print_json(&Output { model, images })?;

@@ -42,7 +42,9 @@ pub struct Args {
     /// Plugin name or path to a plugin library.
     #[arg(long, default_value = irtdb_engine::DEFAULT_PLUGIN)]
     plugin: String,
-    /// Model weights: an .onnx file or a timm-named ViT/DeiT .safetensors file.
+    /// Model: an .onnx file, a timm-named ViT/DeiT .safetensors file, or a model on the
+    /// Hugging Face hub as hf-hub:ORG/NAME[@REVISION] (fetched once into the standard cache,
+    /// then used offline; `irtdb model list` recommends some).
     #[arg(long, env = "IRTDB_MODEL")]
     model: Option<PathBuf>,
     /// Pooling of token features: cls, mean, max, gem or gem:P.
@@ -73,7 +75,12 @@ pub fn run(args: Args) -> Result<()> {
                 anyhow::bail!("--protocol needs --data DIR and --model FILE");
             };
             ensure!(args.batch > 0, "--batch must be at least 1");
-            let mut spec = ModelSpec::new(Some(&args.plugin), model, args.pooling)?;
+            let mut spec = ModelSpec::from_ref(
+                Some(&args.plugin),
+                model,
+                args.pooling,
+                &super::progress::Bar::new(args.json),
+            )?;
             spec.providers = args.providers.clone();
             let opts = EvalOptions {
                 protocol,

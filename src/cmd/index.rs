@@ -26,8 +26,10 @@ pub struct Args {
     /// Plugin name or path to a plugin library (default for a new collection: ort-tensorrt).
     #[arg(long)]
     plugin: Option<String>,
-    /// Model weights (.onnx or timm-named .safetensors). Required for a new collection; later
-    /// runs reuse the collection's model.
+    /// Model: an .onnx file, a timm-named ViT/DeiT .safetensors file, or a model on the
+    /// Hugging Face hub as hf-hub:ORG/NAME[@REVISION]. A new collection without it uses
+    /// hf-hub:timm/deit_small_patch16_224.fb_in1k (fetched once into the Hugging Face cache);
+    /// later runs reuse the collection's model, offline.
     #[arg(long, env = "IRTDB_MODEL")]
     model: Option<PathBuf>,
     /// Pooling of token features: cls, mean, max, gem or gem:P.
@@ -93,10 +95,15 @@ impl BuildArgs {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let bar = super::progress::Bar::new(args.json);
     let spec = match &args.model {
         Some(m) => {
-            let mut s =
-                ModelSpec::new(args.plugin.as_deref(), m, args.pooling.unwrap_or_default())?;
+            let mut s = ModelSpec::from_ref(
+                args.plugin.as_deref(),
+                m,
+                args.pooling.unwrap_or_default(),
+                &bar,
+            )?;
             s.providers = args.providers.clone();
             s.preprocess = args.preprocess.clone();
             Some(s)
@@ -108,7 +115,8 @@ pub fn run(args: Args) -> Result<()> {
                     && args.providers.is_none()
                     && args.preprocess.is_none(),
                 "--plugin, --pooling, --providers and --preprocess describe a model: give --model \
-                 too"
+                 too (e.g. --model {})",
+                irtdb_engine::model::DEFAULT_MODEL
             );
             None
         }
@@ -124,7 +132,7 @@ pub fn run(args: Args) -> Result<()> {
         wait: args.wait,
         limits: DecodeLimits { max_pixels: args.max_pixels, ..DecodeLimits::default() },
     };
-    let report = irtdb_engine::index::run(&opts, &super::progress::Bar::new(args.json))?;
+    let report = irtdb_engine::index::run(&opts, &bar)?;
     print_report(&report, args.json)
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod analyze;
+pub mod doctor;
 pub mod embed;
 pub mod eval;
 pub mod index;

@@ -5,8 +5,8 @@ use irtdb_plugin_api::host;
 
 /// List the plugins found, with their ABI version, capabilities, backbones and providers.
 ///
-/// Searched, in order: each folder of IRTDB_PLUGIN_PATH, <exe dir>/plugins, <exe dir>, and
-/// <data dir>/irtdb/plugins. A library named libirtdb_plugin_NAME.so there is offered as NAME.
+/// Searched, in order: each folder of IRTDB_PLUGIN_PATH, <exe dir>/plugins, <exe dir>,
+/// <exe dir>/../lib/irtdb/plugins (scripts/install.sh) and <data dir>/irtdb/plugins. A library named libirtdb_plugin_NAME.so there is offered as NAME.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON instead of text.

@@ -36,7 +36,8 @@ pub struct Args {
     /// Plugin that trains (it must have the train capability; see `irtdb plugins`).
     #[arg(long, default_value = "tch-cuda")]
     plugin: String,
-    /// Starting weights: a timm-named ViT/DeiT (or ResNet) .safetensors file.
+    /// Starting weights: a timm-named ViT/DeiT (or ResNet) .safetensors file, or
+    /// hf-hub:ORG/NAME[@REVISION] (fetched once into the Hugging Face cache).
     #[arg(long, env = "IRTDB_MODEL", required_unless_present = "resume")]
     model: Option<PathBuf>,
     /// Training images, one sub-folder per class. Without it: the collection --db.
@@ -143,7 +144,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         irtdb_engine::train::resume(&args.out, args.iters, &bar)?
     } else {
-        let model = args.model.clone().expect("clap requires --model without --resume");
+        let reference = args.model.clone().expect("clap requires --model without --resume");
+        let (model, _) = irtdb_engine::model::resolve_model(&reference, &bar)?;
         let data = match &args.data {
             Some(d) => DataSource::Folder(d.clone()),
             None if args.db.is_file() => DataSource::Collection(args.db.clone()),
@@ -264,13 +266,20 @@ fn print_report(r: &TrainReport) {
 struct TrainBar {
     bar: ProgressBar,
     quiet: bool,
+    downloads: super::progress::Downloads,
 }
 
 impl TrainBar {
     fn new(quiet: bool) -> Self {
-        Self { bar: ProgressBar::hidden(), quiet }
+        Self {
+            bar: ProgressBar::hidden(),
+            quiet,
+            downloads: super::progress::Downloads::new(quiet),
+        }
     }
 }
+
+super::progress::forward_downloads!(TrainBar);
 
 impl TrainProgress for TrainBar {
     fn stage(&self, message: &str) {

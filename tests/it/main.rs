@@ -4,6 +4,8 @@
 mod collection;
 mod embed;
 mod eval;
+mod hub;
+mod hubstand;
 mod plugins;
 mod reliability;
 mod train;

@@ -37,8 +37,37 @@ pub fn irtdb_at(exe: &Path) -> Command {
         .env("ORT_DYLIB_PATH", ort_lib())
         // Keep the user's data dir (and any plugins installed there) out of the tests.
         .env("XDG_DATA_HOME", scratch().join("xdg-data"))
-        .env("XDG_CACHE_HOME", scratch().join("xdg-cache"));
+        .env("XDG_CACHE_HOME", scratch().join("xdg-cache"))
+        // Never the real hub: a cache of the tests' own and an endpoint that refuses.
+        .env_remove("HF_HOME")
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .env("HF_HUB_CACHE", scratch().join("hf-cache"))
+        .env("HF_ENDPOINT", "http://127.0.0.1:9");
     c
+}
+
+/// The test Python (`IRTDB_TEST_PYTHON`, else `.deps/venv/bin/python`) if it can import
+/// `module`. Under the README's test command (which sets the variable) a missing module fails
+/// the test; in a bare `cargo test` the test is skipped with a note.
+pub fn test_python_with(module: &str) -> Option<PathBuf> {
+    let set = std::env::var_os("IRTDB_TEST_PYTHON").map(PathBuf::from);
+    let python = set.clone().unwrap_or_else(|| root().join(".deps/venv/bin/python"));
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match (ok, set.is_some()) {
+        (true, _) => Some(python),
+        (false, true) => panic!(
+            "IRTDB_TEST_PYTHON={} cannot import {module}: run scripts/setup-test-env.sh",
+            python.display()
+        ),
+        (false, false) => {
+            eprintln!("skipped: no test Python with {module} (run scripts/setup-test-env.sh)");
+            None
+        }
+    }
 }
 
 /// A process-wide scratch folder (fixtures compiled once per test run live here).

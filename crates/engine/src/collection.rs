@@ -55,13 +55,26 @@ pub fn collection_model(store: &Store) -> Result<Option<(ModelRow, StoredModel)>
     let id: i64 =
         id.parse().with_context(|| format!("meta {META_MODEL_ID} = {id:?} is not an id"))?;
     let row = store.model(id)?;
-    let stored = StoredModel::from_row(&row)?;
+    let mut stored = StoredModel::from_row(&row)?;
+    stored.spec.relocate();
     Ok(Some((row, stored)))
 }
 
 /// Fails unless the weights file the collection was indexed with is still there, unchanged.
 pub fn check_weights(row: &ModelRow, stored: &StoredModel) -> Result<()> {
     let path = &stored.spec.model;
+    if let (false, Some(h)) = (path.is_file(), &stored.spec.hub) {
+        bail!(
+            "the collection was indexed with {} ({} at commit {}), which is no longer in the \
+             Hugging Face cache ({}): run `irtdb model fetch {}` once with network, or point \
+             HF_HUB_CACHE / HF_HOME at the cache that has it",
+            stored.spec.name(),
+            h.file,
+            h.commit,
+            irtdb_hub::Cache::from_env().root().display(),
+            h.pinned()
+        );
+    }
     if !path.is_file() {
         bail!(
             "the collection was indexed with the model {} (blake3 {}), which no longer exists: \

@@ -42,7 +42,8 @@ pub struct IndexOptions {
 }
 
 /// What an index run reports as it goes. Every method has a no-op default.
-pub trait Progress {
+/// Told about an index run's stages, embedding progress and model downloads.
+pub trait Progress: irtdb_hub::Progress {
     fn stage(&self, _message: &str) {}
     fn embed_start(&self, _total: u64) {}
     fn embedded(&self, _n: u64) {}
@@ -53,6 +54,7 @@ pub trait Progress {
 #[derive(Debug)]
 pub struct Silent;
 impl Progress for Silent {}
+impl irtdb_hub::Progress for Silent {}
 
 /// The closing summary of an index run.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -150,11 +152,20 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     let spec = match (&opts.spec, &existing) {
         (Some(s), _) => s.clone(),
         (None, Some((_, stored))) => stored.spec.clone(),
-        (None, None) => bail!(
-            "{} is a new collection: pass --model (an .onnx or timm .safetensors file) to say \
-             which model embeds it",
-            store.path().display()
-        ),
+        (None, None) => {
+            progress.stage(&format!(
+                "{} is a new collection and no --model was given: using the default model {} \
+                 (the paper's DeiT-S; `irtdb model list` shows others)",
+                store.path().display(),
+                crate::model::DEFAULT_MODEL
+            ));
+            ModelSpec::from_ref(
+                None,
+                Path::new(crate::model::DEFAULT_MODEL),
+                Default::default(),
+                progress,
+            )?
+        }
     };
     let weights_hash = spec.weights_hash()?;
     let random_weights = crate::model::is_random_weights(&spec.model);
@@ -173,10 +184,10 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
                      for {} via {}, pooling {}. Descriptors of different models are never \
                      mixed: use a new --db for the new model",
                     store.path().display(),
-                    old.spec.model.display(),
+                    old.spec.name(),
                     old.spec.plugin,
                     old.spec.pooling,
-                    spec.model.display(),
+                    spec.name(),
                     spec.plugin,
                     spec.pooling
                 );
@@ -184,7 +195,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
             (row.id, old.backbone.clone())
         }
         None => {
-            progress.stage(&format!("loading model {}", spec.model.display()));
+            progress.stage(&format!("loading model {}", spec.name()));
             let (_plugin, backbone) = spec.open()?;
             let info = backbone.info().clone();
             let stored = StoredModel { spec: spec.clone(), backbone: info.clone() };
@@ -276,7 +287,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         let backbone = match opened {
             Some(b) => b,
             None => {
-                progress.stage(&format!("loading model {}", spec.model.display()));
+                progress.stage(&format!("loading model {}", spec.name()));
                 let (_plugin, backbone) = spec.open()?;
                 if let Some((_, old)) = &existing {
                     collection::check_backbone(old, backbone.info())?;

@@ -10,6 +10,94 @@ use serde::{Deserialize, Serialize};
 /// The plugin used when none is named.
 pub const DEFAULT_PLUGIN: &str = "ort-tensorrt";
 
+/// The model a new collection is indexed with when none is named: the paper's DeiT-S.
+pub const DEFAULT_MODEL: &str = "hf-hub:timm/deit_small_patch16_224.fb_in1k";
+
+/// A model `irtdb model list` recommends.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Recommended {
+    pub name: &'static str,
+    pub params_m: f32,
+    pub download_mb: u32,
+    pub dim: usize,
+    pub what_for: &'static str,
+}
+
+/// The models `irtdb model list` recommends, default first. Every one is a timm ViT/DeiT
+/// checkpoint in safetensors that both plugins load.
+pub const RECOMMENDED: &[Recommended] = &[
+    Recommended {
+        name: DEFAULT_MODEL,
+        params_m: 22.1,
+        download_mb: 88,
+        dim: 384,
+        what_for: "the default: the paper's DeiT-S (IRT_O), a good balance of speed and quality",
+    },
+    Recommended {
+        name: "hf-hub:timm/deit_tiny_patch16_224.fb_in1k",
+        params_m: 5.7,
+        download_mb: 23,
+        dim: 192,
+        what_for: "fastest on a CPU (about 4x DeiT-S), for large photo folders on a laptop",
+    },
+    Recommended {
+        name: "hf-hub:timm/deit_base_patch16_224.fb_in1k",
+        params_m: 86.6,
+        download_mb: 346,
+        dim: 768,
+        what_for: "the paper's DeiT-B: stronger descriptors, about 4x the cost of DeiT-S",
+    },
+    Recommended {
+        name: "hf-hub:timm/deit_small_distilled_patch16_224.fb_in1k",
+        params_m: 22.4,
+        download_mb: 89,
+        dim: 384,
+        what_for: "DeiT-S with a distillation token (the paper's DeiT-S-distilled)",
+    },
+];
+
+/// Where a model from the hub came from: recorded with a collection so that later runs use
+/// exactly these weights from the cache, with no network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubSource {
+    /// `ORG/NAME`.
+    pub repo: String,
+    /// The revision asked for (a branch, tag or commit).
+    pub revision: String,
+    /// The commit it resolved to.
+    pub commit: String,
+    /// The weights file inside the repository.
+    pub file: String,
+}
+
+impl HubSource {
+    /// `hf-hub:ORG/NAME@COMMIT`: the exact weights.
+    pub fn pinned(&self) -> String {
+        format!("{}{}@{}", irtdb_hub::PREFIX, self.repo, self.commit)
+    }
+}
+
+/// A model argument resolved to a file: a path as given, or a hub reference fetched into (or
+/// found in) the Hugging Face cache.
+pub fn resolve_model(
+    reference: &Path,
+    progress: &dyn irtdb_hub::Progress,
+) -> Result<(PathBuf, Option<HubSource>)> {
+    let Some(r) = reference.to_str().and_then(irtdb_hub::HubRef::parse) else {
+        return Ok((reference.to_path_buf(), None));
+    };
+    let r = r?;
+    let client = irtdb_hub::Client::from_env();
+    let files = client.fetch_model(&r, progress)?;
+    let source = HubSource {
+        repo: r.repo.clone(),
+        revision: r.revision.clone(),
+        commit: files.commit,
+        file: files.weights_file,
+    };
+    Ok((files.weights, Some(source)))
+}
+
 /// Everything needed to embed images the same way twice: stored with a collection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
@@ -24,6 +112,10 @@ pub struct ModelSpec {
     /// Preprocessing overrides handed to the plugin (e.g. `{"crop_pct": 1.0}`).
     #[serde(default)]
     pub preprocess: Option<serde_json::Value>,
+    /// Set when the weights came from the hub (`hf-hub:...`); `model` is then their place in
+    /// the Hugging Face cache, found again from this on every later run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubSource>,
 }
 
 impl ModelSpec {
@@ -35,8 +127,19 @@ impl ModelSpec {
                 model.display()
             );
         }
-        let model =
-            model.canonicalize().with_context(|| format!("resolving {}", model.display()))?;
+        // The folder is made absolute, the file itself is not followed: a hub snapshot's file is
+        // a link into blobs/, and its sidecars (config.json) sit beside the link.
+        let model = match (model.parent().filter(|p| !p.as_os_str().is_empty()), model.file_name())
+        {
+            (Some(dir), Some(name)) => dir
+                .canonicalize()
+                .with_context(|| format!("resolving {}", model.display()))?
+                .join(name),
+            (None, Some(name)) => std::env::current_dir()
+                .with_context(|| format!("resolving {}", model.display()))?
+                .join(name),
+            _ => model.canonicalize().with_context(|| format!("resolving {}", model.display()))?,
+        };
         if model.to_str().is_none() {
             // The plugin gets the path inside JSON, and the collection stores it as JSON.
             bail!(
@@ -51,7 +154,45 @@ impl ModelSpec {
             pooling,
             providers: None,
             preprocess: None,
+            hub: None,
         })
+    }
+
+    /// [`ModelSpec::new`] for a model argument: a path, or `hf-hub:ORG/NAME[@REVISION]`
+    /// (fetched once into the Hugging Face cache, then read from there).
+    pub fn from_ref(
+        plugin: Option<&str>,
+        reference: &Path,
+        pooling: Pool,
+        progress: &dyn irtdb_hub::Progress,
+    ) -> Result<Self> {
+        let (path, hub) = resolve_model(reference, progress)?;
+        let mut spec = Self::new(plugin, &path, pooling)?;
+        spec.hub = hub;
+        Ok(spec)
+    }
+
+    /// What to call the model in messages: its hub reference, else its path.
+    pub fn name(&self) -> String {
+        match &self.hub {
+            Some(h) if h.revision == h.commit => h.pinned(),
+            Some(h) => format!(
+                "{}{}{} (commit {})",
+                irtdb_hub::PREFIX,
+                h.repo,
+                if h.revision == "main" { String::new() } else { format!("@{}", h.revision) },
+                &h.commit[..12.min(h.commit.len())]
+            ),
+            None => self.model.display().to_string(),
+        }
+    }
+
+    /// For a stored hub model: points `model` at its file in this run's Hugging Face cache
+    /// (which may be elsewhere than when it was indexed). Nothing is fetched.
+    pub fn relocate(&mut self) {
+        if let Some(h) = &self.hub {
+            self.model = irtdb_hub::Cache::from_env().snapshot_file(&h.repo, &h.commit, &h.file);
+        }
     }
 
     /// The JSON handed to the plugin's `backbone_create`.

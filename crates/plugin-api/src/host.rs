@@ -83,7 +83,8 @@ pub fn library_file_name(name: &str) -> String {
 }
 
 /// The folders searched for a plugin by name, in order: each entry of `IRTDB_PLUGIN_PATH`,
-/// `<exe dir>/plugins`, `<exe dir>` (where `cargo build` puts plugins beside the binary), and
+/// `<exe dir>/plugins`, `<exe dir>` (where `cargo build` puts plugins beside the binary),
+/// `<exe dir>/../lib/irtdb/plugins` (where `scripts/install.sh` puts them) and
 /// `<user data dir>/irtdb/plugins`. The current directory is never searched implicitly.
 pub fn search_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
@@ -94,7 +95,10 @@ pub fn search_dirs() -> Vec<PathBuf> {
         std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))
     {
         dirs.push(exe_dir.join("plugins"));
-        dirs.push(exe_dir);
+        dirs.push(exe_dir.clone());
+        if let Some(prefix) = exe_dir.parent() {
+            dirs.push(prefix.join("lib").join("irtdb").join("plugins"));
+        }
     }
     if let Some(data) = dirs::data_dir() {
         dirs.push(data.join("irtdb").join("plugins"));

@@ -1,0 +1,184 @@
+//! `irtdb doctor`: what irtdb finds where, and for anything missing the command that fixes it.
+
+use anyhow::Result;
+use irtdb_plugin_api::host;
+use serde::Serialize;
+
+/// Check the installation: the binary, its plugins, ONNX Runtime, the Hugging Face cache.
+///
+/// Each line says what was found where; anything missing comes with the command that fixes it.
+/// Exits with status 2 when something `irtdb index` and `irtdb query` need is missing.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    what: &'static str,
+    ok: bool,
+    /// Needed by index and query (false: optional, e.g. training).
+    required: bool,
+    found: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut checks = Vec::new();
+    let exe = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("irtdb")).find(|c| c.is_file()))
+        .unwrap_or_default();
+    checks.push(Check {
+        what: "irtdb on PATH",
+        ok: on_path.is_some(),
+        required: false,
+        found: match (&on_path, &exe) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(e)) => format!("not on PATH (this is {})", e.display()),
+            (None, None) => "not on PATH".into(),
+        },
+        fix: on_path.is_none().then(|| {
+            "scripts/install.sh (installs into ~/.local; add ~/.local/bin to PATH)".into()
+        }),
+    });
+
+    let found = host::discover();
+    let plugin = |name: &str| {
+        found.iter().find_map(|(path, r)| match r {
+            Ok(p) if p.name() == name => Some((path.clone(), Ok(p))),
+            Err(e) if path.to_string_lossy().contains(&host::library_file_name(name)) => {
+                Some((path.clone(), Err(e.to_string())))
+            }
+            _ => None,
+        })
+    };
+    let searched =
+        host::search_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
+    for (name, required, fix) in [
+        ("ort-tensorrt", true, "scripts/install.sh"),
+        ("tch-cuda", false, "scripts/install.sh --with-tch (only `irtdb train` needs it)"),
+    ] {
+        let what = if required { "plugin ort-tensorrt" } else { "plugin tch-cuda" };
+        match plugin(name) {
+            Some((path, Ok(p))) => {
+                checks.push(Check {
+                    what,
+                    ok: true,
+                    required,
+                    found: format!("{} {} at {}", p.name(), p.version(), path.display()),
+                    fix: None,
+                });
+                if name == "ort-tensorrt" {
+                    let notes = &p.description().notes;
+                    let loaded = notes.iter().find(|n| n.starts_with("ONNX Runtime loaded from"));
+                    checks.push(Check {
+                        what: "ONNX Runtime",
+                        ok: loaded.is_some(),
+                        required: true,
+                        found: loaded.cloned().unwrap_or_else(|| notes.join("; ")),
+                        fix: loaded.is_none().then(|| {
+                            format!(
+                                "scripts/install.sh (puts libonnxruntime.so.1.32.0 beside the \
+                                 plugin), or set ORT_DYLIB_PATH to it; {} was searched",
+                                path.parent().map(|d| d.display().to_string()).unwrap_or_default()
+                            )
+                        }),
+                    });
+                }
+            }
+            Some((path, Err(e))) => checks.push(Check {
+                what,
+                ok: false,
+                required,
+                found: format!("{} is unusable: {e}", path.display()),
+                fix: Some(fix.into()),
+            }),
+            None => checks.push(Check {
+                what,
+                ok: false,
+                required,
+                found: format!("not found (searched {searched})"),
+                fix: Some(fix.into()),
+            }),
+        }
+    }
+
+    let client = irtdb_hub::Client::from_env();
+    let cache = client.cache().root().to_path_buf();
+    let cache_ok = writable(&cache);
+    checks.push(Check {
+        what: "Hugging Face cache",
+        ok: cache_ok,
+        required: true,
+        found: format!(
+            "{} ({}); hub {}{}{}",
+            cache.display(),
+            if cache_ok { "writable" } else { "not writable" },
+            client.endpoint(),
+            if client.offline() { ", HF_HUB_OFFLINE: cache only" } else { "" },
+            if client.has_token() { ", token set" } else { "" },
+        ),
+        fix: (!cache_ok)
+            .then(|| "set HF_HUB_CACHE (or HF_HOME) to a folder you can write".to_string()),
+    });
+    let default = irtdb_engine::model::DEFAULT_MODEL;
+    let cached = irtdb_hub::HubRef::parse(default).and_then(Result::ok).is_some_and(|r| {
+        irtdb_hub::WEIGHT_FILES
+            .iter()
+            .any(|f| client.cache().cached(&r.repo, &r.revision, f).is_some())
+    });
+    checks.push(Check {
+        what: "default model",
+        ok: cached,
+        required: false,
+        found: format!("{default} {}", if cached { "is cached" } else { "is not cached yet" }),
+        fix: (!cached).then(|| {
+            format!(
+                "nothing to do: the first `irtdb index DIR` fetches it (88 MB); or `irtdb model \
+                 fetch {default}` now"
+            )
+        }),
+    });
+
+    let broken = checks.iter().filter(|c| c.required && !c.ok).count();
+    if args.json {
+        super::print_json(&serde_json::json!({ "ok": broken == 0, "checks": checks }))?;
+    } else {
+        for c in &checks {
+            let mark = if c.ok {
+                "ok  "
+            } else if c.required {
+                "FAIL"
+            } else {
+                "--  "
+            };
+            println!("{mark} {:<20} {}", c.what, c.found);
+            if let Some(f) = &c.fix {
+                println!("     {:<20} fix: {f}", "");
+            }
+        }
+    }
+    if broken > 0 {
+        anyhow::bail!(
+            "{broken} thing{} that index and query need {} missing (see the fixes above)",
+            if broken == 1 { "" } else { "s" },
+            if broken == 1 { "is" } else { "are" }
+        );
+    }
+    Ok(())
+}
+
+/// Whether a file can be created in `dir` (made if missing).
+fn writable(dir: &std::path::Path) -> bool {
+    std::fs::create_dir_all(dir).is_ok() && tempfile_in(dir).is_some()
+}
+
+fn tempfile_in(dir: &std::path::Path) -> Option<()> {
+    let p = dir.join(format!(".irtdb-doctor-{}", std::process::id()));
+    std::fs::write(&p, b"").ok()?;
+    std::fs::remove_file(&p).ok()
+}
