@@ -36,12 +36,49 @@ pub struct Args {
     /// are recorded with the collection and applied to queries too.
     #[arg(long, value_parser = parse_preprocess)]
     preprocess: Option<serde_json::Value>,
+    #[command(flatten)]
+    options: ModelOptions,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     batch: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Model options shared by `index` and `embed`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelOptions {
+    /// Run the model at this input size: N (square) or HxW. For ONNX models with a dynamic
+    /// height and width (default: the sidecar's input_size, else 224). Part of the model's
+    /// identity: a collection never mixes sizes.
+    #[arg(long, value_parser = parse_size)]
+    pub input_size: Option<[u32; 2]>,
+    /// Further plugin options as a JSON object. For ONNX files with the ort-tensorrt plugin:
+    /// "layout" ("nchw" | "nhwc", when the shape does not tell), "output" (the output to read;
+    /// default the first of rank 2 or 3), "raw_pixels" (true: a float model that normalises
+    /// itself gets 0-255 pixels; uint8 inputs always do).
+    #[arg(long, value_parser = parse_preprocess)]
+    pub plugin_config: Option<serde_json::Value>,
+}
+
+impl ModelOptions {
+    pub fn any(&self) -> bool {
+        self.input_size.is_some() || self.plugin_config.is_some()
+    }
+    pub fn apply(&self, spec: &mut ModelSpec) {
+        spec.set_options(self.input_size, self.plugin_config.as_ref());
+    }
+}
+
+/// Parses `--input-size`: `N` or `HxW`.
+pub fn parse_size(s: &str) -> Result<[u32; 2], String> {
+    let p = |t: &str| t.trim().parse::<u32>().ok().filter(|&v| (1..=8192).contains(&v));
+    let v = match s.split_once(['x', 'X']) {
+        Some((h, w)) => p(h).zip(p(w)).map(|(h, w)| [h, w]),
+        None => p(s).map(|n| [n, n]),
+    };
+    v.ok_or_else(|| format!("'{s}' is not a size: write N (e.g. 224) or HxW (e.g. 224x320)"))
 }
 
 /// Parses `--preprocess`: a JSON object.
@@ -66,6 +103,7 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     spec.providers = args.providers.clone();
     spec.preprocess = args.preprocess.clone();
+    args.options.apply(&mut spec);
     let (_plugin, backbone) = spec.open()?;
     let info = backbone.info().clone();
     let mut embedder = Embedder::new(backbone, args.pooling);

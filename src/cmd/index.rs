@@ -44,6 +44,8 @@ pub struct Args {
     #[arg(long, value_parser = super::embed::parse_preprocess)]
     preprocess: Option<serde_json::Value>,
     #[command(flatten)]
+    options: super::embed::ModelOptions,
+    #[command(flatten)]
     build: BuildArgs,
     /// Images per forward pass.
     #[arg(long, default_value_t = 32)]
@@ -106,6 +108,7 @@ pub fn run(args: Args) -> Result<()> {
             )?;
             s.providers = args.providers.clone();
             s.preprocess = args.preprocess.clone();
+            args.options.apply(&mut s);
             Some(s)
         }
         None => {
@@ -113,8 +116,10 @@ pub fn run(args: Args) -> Result<()> {
                 args.plugin.is_none()
                     && args.pooling.is_none()
                     && args.providers.is_none()
-                    && args.preprocess.is_none(),
-                "--plugin, --pooling, --providers and --preprocess describe a model: give --model \
+                    && args.preprocess.is_none()
+                    && !args.options.any(),
+                "--plugin, --pooling, --providers, --preprocess, --input-size and --plugin-config \
+                 describe a model: give --model \
                  too (e.g. --model {})",
                 irtdb_engine::model::DEFAULT_MODEL
             );

@@ -42,6 +42,23 @@ pub fn run(args: Args) -> Result<()> {
             &m.weights_hash[..16.min(m.weights_hash.len())],
             if m.random_weights { ", RANDOM weights" } else { "" }
         );
+        if let Some(h) = &m.hub {
+            println!("from       {h}");
+        }
+        if let Some(i) = &m.input {
+            println!(
+                "input      {} {}{}{}{}, output '{}'",
+                i.layout,
+                i.dtype,
+                if i.dynamic_size { ", dynamic size" } else { "" },
+                i.fixed_batch.map(|b| format!(", batch fixed at {b}")).unwrap_or_default(),
+                if i.raw_pixels { ", raw 0-255 pixels (the model normalises)" } else { "" },
+                i.output
+            );
+        }
+        if let Some(o) = &m.options {
+            println!("options    {o}");
+        }
     }
     match &info.pca {
         Some(p) => println!(

@@ -6,6 +6,7 @@ mod embed;
 mod eval;
 mod hub;
 mod hubstand;
+mod onnx_wild;
 mod plugins;
 mod reliability;
 mod train;

@@ -27,6 +27,28 @@ pub struct BackboneInfo {
     pub dim: usize,
     /// The execution device/provider that actually runs the model (e.g. `CPUExecutionProvider`).
     pub provider: String,
+    /// How an ONNX model takes its images and which output is read, as inferred from the file
+    /// (absent for backbones irtdb builds itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputInfo>,
+}
+
+/// What a backbone inferred about a model's input and output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputInfo {
+    /// `nchw` or `nhwc`.
+    pub layout: String,
+    /// `float32`, `float16` or `uint8`.
+    pub dtype: String,
+    /// A batch size fixed by the model (1: image by image); absent when dynamic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_batch: Option<usize>,
+    /// The model's height and width are dynamic (the size comes from the configuration).
+    pub dynamic_size: bool,
+    /// The model normalises itself: it is fed pixel values 0–255, no mean/std applied.
+    pub raw_pixels: bool,
+    /// The name of the output read.
+    pub output: String,
 }
 
 /// The features of one batch, in batch order.

@@ -14,7 +14,7 @@ pub mod metrics;
 mod pooling;
 mod preprocess;
 
-pub use backbone::{Backbone, BackboneInfo, Features, OutputKind, StepStats, Trainer};
+pub use backbone::{Backbone, BackboneInfo, Features, InputInfo, OutputKind, StepStats, Trainer};
 pub use error::{Error, Result};
 pub use loss::{Contrastive, KoLeo, Loss};
 pub use pooling::{l2_normalize_rows, Pool, Pooling};

@@ -178,6 +178,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
                 || old.spec.pooling != spec.pooling
                 || old.spec.plugin != spec.plugin
                 || old.spec.preprocess != spec.preprocess
+                || old.spec.options != spec.options
             {
                 bail!(
                     "{} was indexed with another model ({} via {}, pooling {}); this run asks \

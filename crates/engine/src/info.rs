@@ -37,6 +37,15 @@ pub struct ModelInfo {
     pub input_size: [u32; 2],
     pub crop_pct: f32,
     pub random_weights: bool,
+    /// `hf-hub:ORG/NAME@COMMIT` when the weights came from the hub.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    /// How an ONNX model takes its images, as inferred when the collection was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<irtdb_core::InputInfo>,
+    /// Plugin options (`--input-size`, `--plugin-config`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -108,6 +117,9 @@ pub fn run_checked(db: &Path, check: bool) -> Result<Info> {
             input_size: stored.backbone.preprocess.size,
             crop_pct: stored.backbone.preprocess.crop_pct,
             random_weights: row.random_weights,
+            hub: stored.spec.hub.as_ref().map(|h| h.pinned()),
+            input: stored.backbone.input.clone(),
+            options: stored.spec.options.clone(),
         });
         if let Some(g) = store.current_generation(row.id)? {
             if let Some(p) = collection::generation_pca(&store, &g)? {

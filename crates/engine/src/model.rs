@@ -116,6 +116,11 @@ pub struct ModelSpec {
     /// the Hugging Face cache, found again from this on every later run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<HubSource>,
+    /// Further plugin options (a JSON object merged into the plugin's configuration), e.g.
+    /// `input_size`, and for ONNX files `layout`, `output`, `raw_pixels`. Part of the model's
+    /// identity: a collection never mixes options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<serde_json::Value>,
 }
 
 impl ModelSpec {
@@ -155,6 +160,7 @@ impl ModelSpec {
             providers: None,
             preprocess: None,
             hub: None,
+            options: None,
         })
     }
 
@@ -170,6 +176,22 @@ impl ModelSpec {
         let mut spec = Self::new(plugin, &path, pooling)?;
         spec.hub = hub;
         Ok(spec)
+    }
+
+    /// Sets `--input-size` and `--plugin-config` (merged; the input size wins).
+    pub fn set_options(
+        &mut self,
+        input_size: Option<[u32; 2]>,
+        plugin_config: Option<&serde_json::Value>,
+    ) {
+        let mut o = match plugin_config {
+            Some(serde_json::Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        if let Some(s) = input_size {
+            o.insert("input_size".into(), serde_json::json!(s));
+        }
+        self.options = (!o.is_empty()).then_some(serde_json::Value::Object(o));
     }
 
     /// What to call the model in messages: its hub reference, else its path.
@@ -203,6 +225,11 @@ impl ModelSpec {
         }
         if let Some(p) = &self.preprocess {
             c["preprocess"] = p.clone();
+        }
+        if let Some(serde_json::Value::Object(o)) = &self.options {
+            for (k, v) in o {
+                c[k] = v.clone();
+            }
         }
         c
     }

@@ -182,6 +182,13 @@ pub struct TensorProto {
     pub raw_data: Option<Vec<u8>>,
     #[prost(string, tag = "12")]
     pub doc_string: String,
+    /// Where the data lives when `data_location` is external: `location` (a file relative to
+    /// the model), `offset`, `length`.
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
+    /// 0: in this message; 1: external (see `external_data`).
+    #[prost(int32, optional, tag = "14")]
+    pub data_location: Option<i32>,
 }
 
 /// A graph input, output or intermediate value: name plus type.

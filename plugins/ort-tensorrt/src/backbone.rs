@@ -1,26 +1,152 @@
 //! One model in one ONNX Runtime session.
 
-use irtdb_core::{BackboneInfo, OutputKind, Preprocess};
+use irtdb_core::{BackboneInfo, InputInfo, OutputKind, Preprocess};
 use irtdb_plugin_api::plugin::PluginBackbone;
 use ort::ep::ExecutionProvider;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::value::{DynValue, Tensor, TensorElementType};
 
-use crate::config::{Config, ProviderName};
+use crate::config::{Config, Layout, ProviderName};
 use crate::runtime;
 
 /// A model loaded into an ONNX Runtime session.
 #[derive(Debug)]
 pub struct OrtBackbone {
     session: Session,
-    input_name: String,
+    input: InputSpec,
+    output_name: String,
     info: BackboneInfo,
+}
+
+/// The element type of the image input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pixels {
+    F32,
+    F16,
+    U8,
+}
+
+/// How images are handed to the model: irtdb's host always sends normalised f32 `[B, 3, H, W]`;
+/// this says how to turn that into what the model takes.
+#[derive(Debug)]
+struct InputSpec {
+    name: String,
+    layout: Layout,
+    pixels: Pixels,
+    /// The model's fixed batch size, if any (a batch-1 model runs image by image).
+    batch: Option<usize>,
+    /// Pixel values 0–255 (the host sends them as [0, 1] with mean 0, std 1).
+    raw: bool,
+}
+
+/// Reads the model's image input: layout, element type, size, batch.
+fn input_spec(
+    session: &Session,
+    config: &Config,
+    hint: Option<&serde_json::Value>,
+    path: &str,
+) -> Result<(InputSpec, [u32; 2], bool), String> {
+    let input = session.inputs().first().ok_or_else(|| format!("model {path} has no input"))?;
+    let name = input.name().to_string();
+    let shape: Vec<i64> = input
+        .dtype()
+        .tensor_shape()
+        .map(|s| s.to_vec())
+        .ok_or_else(|| format!("model {path}: input '{name}' is not a tensor"))?;
+    if shape.len() != 4 {
+        return Err(format!(
+            "model {path}: input '{name}' has shape {shape:?} (rank {}); irtdb feeds images as \
+             [batch, 3, height, width] or [batch, height, width, 3]",
+            shape.len()
+        ));
+    }
+    let layout = match config.layout {
+        Some(l) => l,
+        None if shape[1] == 3 => Layout::Nchw,
+        None if shape[3] == 3 => Layout::Nhwc,
+        None => {
+            return Err(format!(
+                "model {path}: input '{name}' has shape {shape:?}, which shows no 3-channel axis: \
+                 say the layout with the plugin option layout (\"nchw\" or \"nhwc\")"
+            ))
+        }
+    };
+    let (c, h, w) = match layout {
+        Layout::Nchw => (shape[1], shape[2], shape[3]),
+        Layout::Nhwc => (shape[3], shape[1], shape[2]),
+    };
+    if c != 3 && c > 0 {
+        return Err(format!(
+            "model {path}: input '{name}' has shape {shape:?}: {c} channels in {layout:?} layout; \
+             irtdb feeds 3-channel RGB images (set layout if it was guessed wrong)"
+        ));
+    }
+    let pixels = match input.dtype().tensor_type() {
+        Some(TensorElementType::Float32) => Pixels::F32,
+        Some(TensorElementType::Float16) => Pixels::F16,
+        Some(TensorElementType::Uint8) => Pixels::U8,
+        other => {
+            return Err(format!(
+                "model {path}: input '{name}' has element type {other:?}; irtdb feeds float32, \
+                 float16 or uint8 images"
+            ))
+        }
+    };
+    let dynamic = h <= 0 || w <= 0;
+    let size = if dynamic {
+        config.input_size.or_else(|| hint.and_then(hint_size)).unwrap_or([224, 224])
+    } else {
+        let fixed = [h as u32, w as u32];
+        if let Some(s) = config.input_size.filter(|&s| s != fixed) {
+            return Err(format!(
+                "model {path}: its input is fixed at {}x{}, so it cannot run at {}x{}; drop \
+                 --input-size (or export the model with a dynamic size)",
+                fixed[0], fixed[1], s[0], s[1]
+            ));
+        }
+        fixed
+    };
+    let batch = (shape[0] > 0).then_some(shape[0] as usize);
+    let raw = pixels == Pixels::U8 || config.raw_pixels == Some(true);
+    Ok((InputSpec { name, layout, pixels, batch, raw }, size, dynamic))
+}
+
+/// `input_size` (`[3, H, W]`) of a sidecar's preprocessing object (timm's `pretrained_cfg`).
+fn hint_size(hint: &serde_json::Value) -> Option<[u32; 2]> {
+    let s = hint.get("input_size")?.as_array()?;
+    let d = |i: usize| s.get(i)?.as_u64().filter(|&v| v > 0).map(|v| v as u32);
+    Some([d(s.len().checked_sub(2)?)?, d(s.len() - 1)?])
+}
+
+/// The output to read: `wanted` by name, else the first whose declared rank is 2 or 3 (or
+/// unknown).
+fn pick_output(session: &Session, wanted: Option<&str>, path: &str) -> Result<String, String> {
+    let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+    if let Some(w) = wanted {
+        return names.iter().find(|&&n| n == w).map(|n| n.to_string()).ok_or_else(|| {
+            format!("model {path} has no output '{w}'; its outputs are {}", names.join(", "))
+        });
+    }
+    session
+        .outputs()
+        .iter()
+        .find(|o| o.dtype().tensor_shape().is_none_or(|s| (2..=3).contains(&s.len())))
+        .map(|o| o.name().to_string())
+        .ok_or_else(|| {
+            format!(
+                "model {path}: no output has rank 2 ([B, D]) or 3 ([B, T, D]); its outputs are \
+                 {}: pick one with the plugin option output",
+                names.join(", ")
+            )
+        })
 }
 
 /// How a model file was turned into ONNX bytes, and what it says about itself.
 struct LoadedModel {
-    onnx: Vec<u8>,
+    /// The graph irtdb built (safetensors); `None`: the .onnx file is loaded from its path.
+    onnx: Option<Vec<u8>>,
+    is_onnx_file: bool,
     architecture: String,
     prefix_tokens: Option<usize>,
     preprocess_hint: Option<serde_json::Value>,
@@ -34,7 +160,8 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "onnx" => Ok(LoadedModel {
-            onnx: std::fs::read(path).map_err(|e| format!("cannot read model {}: {e}", path.display()))?,
+            onnx: None,
+            is_onnx_file: true,
             architecture: "onnx".into(),
             prefix_tokens: config.prefix_tokens,
             preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path),
@@ -45,7 +172,8 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
             let onnx = irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::Tokens)
                 .map_err(|e| e.to_string())?;
             Ok(LoadedModel {
-                onnx,
+                onnx: Some(onnx),
+                is_onnx_file: false,
                 architecture: weights.config.architecture.clone(),
                 prefix_tokens: Some(weights.config.prefix_tokens),
                 preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path),
@@ -148,48 +276,61 @@ impl OrtBackbone {
             builder = builder.with_intra_threads(t).map_err(|e| e.to_string())?;
         }
         let (mut builder, provider) = register_providers(builder, config)?;
-        let session = builder
-            .commit_from_memory(&model.onnx)
-            .map_err(|e| format!("ONNX Runtime cannot load model {path}: {e}"))?;
+        // An .onnx file loads from its path, so that weights kept as external data beside it
+        // are found; irtdb's own graphs come from memory.
+        let session = match &model.onnx {
+            Some(bytes) => builder.commit_from_memory(bytes),
+            None => builder.commit_from_file(&config.model),
+        }
+        .map_err(|e| format!("ONNX Runtime cannot load model {path}: {e}"))?;
 
-        // Input: images [B, 3, H, W] with fixed H, W.
-        let input = session.inputs().first().ok_or_else(|| format!("model {path} has no input"))?;
-        let input_name = input.name().to_string();
-        let shape: Vec<i64> = input
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.to_vec())
-            .ok_or_else(|| format!("model {path}: input '{input_name}' is not a tensor"))?;
-        if shape.len() != 4 || (shape[1] != 3 && shape[1] != -1) {
-            return Err(format!(
-                "model {path}: input '{input_name}' has shape {shape:?} (rank {}); irtdb feeds \
-                 images as [batch, 3, height, width]: export the model with such an input",
-                shape.len()
-            ));
-        }
-        if shape[2] <= 0 || shape[3] <= 0 {
-            return Err(format!(
-                "model {path}: input '{input_name}' has a dynamic image size {shape:?}; export it \
-                 with a fixed height and width"
-            ));
-        }
-        let size = [shape[2] as u32, shape[3] as u32];
+        let (input, size, dynamic) =
+            input_spec(&session, config, model.preprocess_hint.as_ref(), &path)?;
+        let output_name = pick_output(&session, config.output.as_deref(), &path)?;
         let mut preprocess = Preprocess::imagenet(size[0]);
         preprocess.size = size;
         for o in [model.preprocess_hint.as_ref(), config.preprocess.as_ref()].into_iter().flatten()
         {
-            preprocess.apply_overrides(o).map_err(|e| format!("model {path}: {e}"))?;
+            // The size is the model's (or --input-size); a sidecar cannot change it.
+            let mut o = o.clone();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("size");
+                m.remove("input_size");
+            }
+            preprocess.apply_overrides(&o).map_err(|e| format!("model {path}: {e}"))?;
         }
+        if input.raw {
+            // The model normalises itself: the host sends [0, 1], the plugin scales to 0–255.
+            preprocess.mean = [0.0; 3];
+            preprocess.std = [1.0; 3];
+        }
+        let input_info = model.is_onnx_file.then(|| InputInfo {
+            layout: match input.layout {
+                Layout::Nchw => "nchw".into(),
+                Layout::Nhwc => "nhwc".into(),
+            },
+            dtype: match input.pixels {
+                Pixels::F32 => "float32".into(),
+                Pixels::F16 => "float16".into(),
+                Pixels::U8 => "uint8".into(),
+            },
+            fixed_batch: input.batch,
+            dynamic_size: dynamic,
+            raw_pixels: input.raw,
+            output: output_name.clone(),
+        });
 
         let mut backbone = OrtBackbone {
             session,
-            input_name,
+            input,
+            output_name,
             info: BackboneInfo {
                 architecture: model.architecture,
                 preprocess,
                 output: OutputKind::Pooled,
                 dim: 0,
                 provider: provider.ort_name().to_string(),
+                input: input_info,
             },
         };
         // The output layout: from the model's declared output shape when every dimension but
@@ -198,9 +339,12 @@ impl OrtBackbone {
         let declared: Option<Vec<usize>> = backbone
             .session
             .outputs()
-            .first()
+            .iter()
+            .find(|o| o.name() == backbone.output_name)
             .and_then(|o| o.dtype().tensor_shape().map(|s| s.to_vec()))
             .filter(|s| (2..=3).contains(&s.len()) && s[1..].iter().all(|&d| d > 0))
+            // A dynamic-size model's token count depends on the size chosen.
+            .filter(|_| !dynamic)
             .map(|s| std::iter::once(1).chain(s[1..].iter().map(|&d| d as usize)).collect());
         let out_shape = match declared {
             Some(shape) => shape,
@@ -241,17 +385,77 @@ impl OrtBackbone {
         Ok(backbone)
     }
 
+    /// Runs normalised f32 `[B, 3, H, W]` images, in chunks of the model's fixed batch size
+    /// (the last one padded) when it has one.
     fn run(&mut self, input: &[f32], shape: &[usize]) -> Result<(Vec<usize>, Vec<f32>), String> {
-        let tensor =
-            TensorRef::from_array_view((shape.to_vec(), input)).map_err(|e| e.to_string())?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input_name.as_str() => tensor])
-            .map_err(|e| e.to_string())?;
-        let (out_shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| format!("first output is not an f32 tensor: {e}"))?;
-        Ok((out_shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+        let b = shape[0];
+        let per = input.len() / b.max(1);
+        let Some(chunk) = self.input.batch.filter(|&fb| fb != b) else {
+            return self.run_chunk(input, shape);
+        };
+        let mut out_shape = Vec::new();
+        let mut data = Vec::new();
+        for start in (0..b).step_by(chunk) {
+            let n = chunk.min(b - start);
+            let mut x = input[start * per..(start + n) * per].to_vec();
+            x.resize(chunk * per, 0.0);
+            let (s, d) = self.run_chunk(&x, &[chunk, shape[1], shape[2], shape[3]])?;
+            let row = d.len() / chunk;
+            data.extend_from_slice(&d[..n * row]);
+            out_shape = s;
+        }
+        out_shape[0] = b;
+        Ok((out_shape, data))
+    }
+
+    fn run_chunk(
+        &mut self,
+        input: &[f32],
+        shape: &[usize],
+    ) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let (b, h, w) = (shape[0], shape[2], shape[3]);
+        let spec = &self.input;
+        let scale = if spec.raw { 255.0 } else { 1.0 };
+        // The host's NCHW, scaled, in the model's layout.
+        let (dims, values): (Vec<usize>, Vec<f32>) = match spec.layout {
+            Layout::Nchw => (shape.to_vec(), input.iter().map(|&v| v * scale).collect()),
+            Layout::Nhwc => {
+                let hw = h * w;
+                let mut out = vec![0f32; input.len()];
+                for i in 0..b {
+                    let img = &input[i * 3 * hw..(i + 1) * 3 * hw];
+                    let dst = &mut out[i * 3 * hw..(i + 1) * 3 * hw];
+                    for p in 0..hw {
+                        for c in 0..3 {
+                            dst[p * 3 + c] = img[c * hw + p] * scale;
+                        }
+                    }
+                }
+                (vec![b, h, w, 3], out)
+            }
+        };
+        let err = |e: ort::Error| e.to_string();
+        let value: DynValue = match spec.pixels {
+            Pixels::F32 => Tensor::from_array((dims, values)).map_err(err)?.into_dyn(),
+            Pixels::F16 => {
+                let v: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f32(x)).collect();
+                Tensor::from_array((dims, v)).map_err(err)?.into_dyn()
+            }
+            Pixels::U8 => {
+                let v: Vec<u8> =
+                    values.iter().map(|&x| x.round().clamp(0.0, 255.0) as u8).collect();
+                Tensor::from_array((dims, v)).map_err(err)?.into_dyn()
+            }
+        };
+        let outputs = self.session.run(ort::inputs![spec.name.as_str() => value]).map_err(err)?;
+        let out = &outputs[self.output_name.as_str()];
+        if let Ok((s, d)) = out.try_extract_tensor::<f32>() {
+            return Ok((s.iter().map(|&d| d as usize).collect(), d.to_vec()));
+        }
+        let (s, d) = out.try_extract_tensor::<half::f16>().map_err(|e| {
+            format!("output '{}' is neither float32 nor float16: {e}", self.output_name)
+        })?;
+        Ok((s.iter().map(|&d| d as usize).collect(), d.iter().map(|x| x.to_f32()).collect()))
     }
 }
 

@@ -72,4 +72,26 @@ pub struct Config {
     /// For safetensors: number of attention heads when neither the file nor a sidecar tells.
     #[serde(default)]
     pub heads: Option<usize>,
+    /// For ONNX files with a dynamic height and width: the `[H, W]` to run at (else the
+    /// sidecar's `input_size`, else 224×224). Refused for a fixed-size model that differs.
+    #[serde(default)]
+    pub input_size: Option<[u32; 2]>,
+    /// For ONNX files: the input layout when the shape does not tell (`nchw` or `nhwc`).
+    #[serde(default)]
+    pub layout: Option<Layout>,
+    /// For ONNX files: the output to read (default: the first of rank 2 or 3).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// For float ONNX models that normalise their input themselves: feed pixel values 0–255
+    /// with no mean/std (uint8 inputs always are fed so).
+    #[serde(default)]
+    pub raw_pixels: Option<bool>,
+}
+
+/// How an ONNX model's image input is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Nchw,
+    Nhwc,
 }

@@ -166,7 +166,14 @@ impl TchBackbone {
             preprocess.apply_overrides(o).map_err(|e| format!("model {}: {e}", path.display()))?;
         }
         let info =
-            BackboneInfo { architecture, preprocess, output, dim, provider: device_name(device) };
+            BackboneInfo {
+                architecture,
+                preprocess,
+                output,
+                dim,
+                provider: device_name(device),
+                input: None,
+            };
         Ok(TchBackbone { net, device, info })
     }
 
