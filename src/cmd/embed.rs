@@ -49,9 +49,11 @@ pub struct Args {
 /// Model options shared by `index` and `embed`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelOptions {
-    /// Run the model at this input size: N (square) or HxW. For ONNX models with a dynamic
-    /// height and width (default: the sidecar's input_size, else 224). Part of the model's
-    /// identity: a collection never mixes sizes.
+    /// Run the model at this input size: N (square) or HxW. A timm ViT (.safetensors) gets its
+    /// position embedding resampled as timm's resample_abs_pos_embed does (e.g. a 518 DINOv2
+    /// checkpoint at 224, 5x cheaper); an ONNX model needs a dynamic height and width (default
+    /// then: the sidecar's input_size, else 224). Part of the model's identity: a collection
+    /// never mixes sizes.
     #[arg(long, value_parser = parse_size)]
     pub input_size: Option<[u32; 2]>,
     /// Further plugin options as a JSON object. For ONNX files with the ort-tensorrt plugin:

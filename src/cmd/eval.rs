@@ -50,6 +50,8 @@ pub struct Args {
     /// Pooling of token features: cls, mean, max, gem or gem:P.
     #[arg(long, default_value = "cls", value_parser = super::embed::parse_pool)]
     pooling: Pool,
+    #[command(flatten)]
+    options: super::embed::ModelOptions,
     /// Execution providers to insist on, in order (e.g. cpu). Default: the plugin's chain.
     #[arg(long, value_delimiter = ',')]
     providers: Option<Vec<String>>,
@@ -82,6 +84,7 @@ pub fn run(args: Args) -> Result<()> {
                 &super::progress::Bar::new(args.json),
             )?;
             spec.providers = args.providers.clone();
+            args.options.apply(&mut spec);
             let opts = EvalOptions {
                 protocol,
                 data: data.clone(),

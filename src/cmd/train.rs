@@ -60,7 +60,7 @@ pub struct Args {
     #[arg(long, conflicts_with_all = [
         "plugin", "data", "val_data", "val_fraction", "batch", "per_class", "lr", "warmup",
         "weight_decay", "beta", "lambda", "memory", "eval_every", "checkpoint_every", "seed", "device", "heads",
-        "preprocess", "train_resize", "no_flip", "threads",
+        "preprocess", "train_resize", "no_flip", "threads", "input_size",
     ])]
     resume: bool,
     /// Optimisation steps (default 2000; the paper: 35k for SOP/In-Shop, 2k for CUB).
@@ -113,6 +113,10 @@ pub struct Args {
     /// model's input size).
     #[arg(long, value_parser = parse_size)]
     train_resize: Option<[u32; 2]>,
+    /// Train a ViT at this input size, N or HxW (e.g. 224 from a 518 DINOv2 checkpoint): the
+    /// position embedding is resampled as timm does, and the weights are saved at this size.
+    #[arg(long, value_parser = super::embed::parse_size)]
+    input_size: Option<[u32; 2]>,
     /// Turn off horizontal flips.
     #[arg(long)]
     no_flip: bool,
@@ -173,6 +177,7 @@ pub fn run(args: Args) -> Result<()> {
         o.device = args.device;
         o.heads = args.heads;
         o.preprocess = args.preprocess;
+        o.input_size = args.input_size;
         o.train_resize = args.train_resize;
         o.flip = !args.no_flip;
         o.threads = args.threads;

@@ -201,3 +201,23 @@ fn an_nhwc_uint8_dynamic_size_model_indexes_and_queries() {
     );
     assert!(stderr(&out).contains("never"), "{}", stderr(&out));
 }
+
+/// `--input-size` on a timm safetensors ViT: the position embedding is resampled (checked
+/// against libtorch and across both plugins in the tch plugin's tests); here the CLI path.
+#[test]
+fn a_safetensors_vit_runs_at_another_input_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, _) = crate::util::write_micro_vit(tmp.path(), false);
+    let imgs = images(tmp.path());
+    let (info, native) = embed(&model, &imgs, &[]);
+    assert_eq!(info["preprocess"]["size"], serde_json::json!([32, 32]), "{info}");
+    let (info, big) = embed(&model, &imgs, &["--input-size", "48x40"]);
+    assert_eq!(info["preprocess"]["size"], serde_json::json!([48, 40]), "{info}");
+    assert_eq!(big[0].len(), native[0].len());
+    assert!(big.iter().zip(&native).any(|(a, b)| cosine(a, b) < 0.999999), "the size matters");
+    let out = run_expect(
+        irtdb().args(["embed", "--model"]).arg(&model).args(["--input-size", "30"]).arg(&imgs[0]),
+        2,
+    );
+    assert!(stderr(&out).contains("multiple of the patch size 8"), "{}", stderr(&out));
+}

@@ -105,6 +105,10 @@ pub struct TrainOptions {
     pub preprocess: Option<serde_json::Value>,
     /// Train-time resize `[H, W]`; `None`: 256/224 of the model's input (the paper's 256).
     pub train_resize: Option<[u32; 2]>,
+    /// Train a ViT at this input size (`--input-size`): the starting position embedding is
+    /// resampled, and the weights are saved at this size. `None`: the model's own size.
+    #[serde(default)]
+    pub input_size: Option<[u32; 2]>,
     /// Horizontal flips.
     pub flip: bool,
     /// CPU threads for the plugin (None: its default).
@@ -138,6 +142,7 @@ impl TrainOptions {
             heads: None,
             preprocess: None,
             train_resize: None,
+            input_size: None,
             flip: true,
             threads: None,
             limits: DecodeLimits::default(),
@@ -531,6 +536,8 @@ fn model_card(
         "num_heads": heads,
         "dim": info.dim,
         "preprocess": info.preprocess,
+        // The size the weights were trained (and their position embedding saved) at.
+        "input_size": info.preprocess.size,
         "pooling": pooling,
         "normalisation": "l2",
         "loss": {
@@ -700,6 +707,7 @@ fn train_loop(
         ("heads", heads.map(serde_json::Value::from)),
         ("preprocess", opts.preprocess.clone()),
         ("threads", opts.threads.map(serde_json::Value::from)),
+        ("input_size", opts.input_size.map(|s| serde_json::json!(s))),
     ] {
         if let Some(v) = v {
             config[key] = v;

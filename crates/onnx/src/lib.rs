@@ -19,6 +19,7 @@ mod error;
 mod graph;
 pub mod proto;
 pub mod reference;
+pub mod resample;
 pub mod sidecar;
 pub mod testing;
 mod weights;

@@ -114,6 +114,49 @@ impl VitWeights {
     }
 
     /// The tensor called `name` (timm naming): its shape and row-major data.
+    /// Runs the model at `size` (`[H, W]`, multiples of the patch size): the position
+    /// embedding's patch grid is resampled as timm's `resample_abs_pos_embed` does (bicubic,
+    /// antialiased; prefix rows kept apart, see [`crate::resample`]) and `config.img_size`
+    /// becomes `size`. A no-op at the native size.
+    pub fn resample_to(&mut self, size: [usize; 2]) -> Result<()> {
+        let c = &self.config;
+        if size[0] == 0
+            || size[1] == 0
+            || !size[0].is_multiple_of(c.patch)
+            || !size[1].is_multiple_of(c.patch)
+        {
+            return Err(Error::Config {
+                origin: self.origin.clone(),
+                what: format!(
+                    "input size {}x{} is not a positive multiple of the patch size {}",
+                    size[0], size[1], c.patch
+                ),
+                hint: format!(
+                    "pick a multiple of {} (e.g. {})",
+                    c.patch,
+                    (224 / c.patch).max(1) * c.patch
+                ),
+            });
+        }
+        if size == c.img_size {
+            return Ok(());
+        }
+        let grid = [c.img_size[0] / c.patch, c.img_size[1] / c.patch];
+        let new = [size[0] / c.patch, size[1] / c.patch];
+        let (dim, prefix) = (c.dim, c.prefix_tokens);
+        let Some((shape, data)) = self.tensors.get_mut("pos_embed") else {
+            return Err(Error::MissingTensor {
+                origin: self.origin.clone(),
+                tensor: "pos_embed".into(),
+                hint: "a ViT checkpoint has one".into(),
+            });
+        };
+        *data = crate::resample::resample_pos_embed(data, dim, prefix, grid, new);
+        *shape = vec![1, prefix + new[0] * new[1], dim];
+        self.config.img_size = size;
+        Ok(())
+    }
+
     pub fn tensor(&self, name: &str) -> Option<(&[usize], &[f32])> {
         self.tensors.get(name).map(|(shape, data)| (shape.as_slice(), data.as_slice()))
     }

@@ -168,7 +168,11 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
         }),
         "safetensors" => {
             let overrides = irtdb_onnx::ConfigOverrides { heads: config.heads, ..Default::default() };
-            let weights = irtdb_onnx::VitWeights::load(path, &overrides).map_err(|e| e.to_string())?;
+            let mut weights =
+                irtdb_onnx::VitWeights::load(path, &overrides).map_err(|e| e.to_string())?;
+            if let Some([h, w]) = config.input_size {
+                weights.resample_to([h as usize, w as usize]).map_err(|e| e.to_string())?;
+            }
             let onnx = irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::Tokens)
                 .map_err(|e| e.to_string())?;
             Ok(LoadedModel {

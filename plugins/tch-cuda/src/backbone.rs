@@ -48,6 +48,10 @@ pub struct Config {
     /// the first one decides, and it overrides `device` (`["cuda", ...]` = `"device": "cuda"`).
     #[serde(default)]
     pub providers: Option<Vec<String>>,
+    /// Run a ViT at this `[H, W]` (`--input-size`): the position embedding is resampled as
+    /// timm's `resample_abs_pos_embed` does.
+    #[serde(default)]
+    pub input_size: Option<[u32; 2]>,
 }
 
 impl Config {
@@ -141,6 +145,9 @@ impl TchBackbone {
         }
         let device = resolve_device(config.device_choice()?, config.device_id)?;
         let (net, architecture, output, dim, size) = if is_resnet_file(path)? {
+            if config.input_size.is_some() {
+                return Err("--input-size applies to ViTs; this ResNet runs at 224".into());
+            }
             let r = ResNet::from_safetensors(path, device)?;
             let (arch, dim) = (r.config.architecture(), r.config.num_features());
             // timm's resnet50 evaluates at 224 (its pretrained_cfg: crop 0.95 at 224 for the a1
@@ -149,8 +156,11 @@ impl TchBackbone {
         } else {
             let overrides =
                 irtdb_onnx::ConfigOverrides { heads: config.heads, ..Default::default() };
-            let weights =
+            let mut weights =
                 irtdb_onnx::VitWeights::load(path, &overrides).map_err(|e| e.to_string())?;
+            if let Some([h, w]) = config.input_size {
+                weights.resample_to([h as usize, w as usize]).map_err(|e| e.to_string())?;
+            }
             let vit = Vit::from_weights(&weights, device)?;
             let c = &weights.config;
             let size = [c.img_size[0] as u32, c.img_size[1] as u32];
@@ -165,15 +175,14 @@ impl TchBackbone {
         {
             preprocess.apply_overrides(o).map_err(|e| format!("model {}: {e}", path.display()))?;
         }
-        let info =
-            BackboneInfo {
-                architecture,
-                preprocess,
-                output,
-                dim,
-                provider: device_name(device),
-                input: None,
-            };
+        let info = BackboneInfo {
+            architecture,
+            preprocess,
+            output,
+            dim,
+            provider: device_name(device),
+            input: None,
+        };
         Ok(TchBackbone { net, device, info })
     }
 

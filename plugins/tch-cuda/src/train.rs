@@ -45,6 +45,10 @@ pub struct TrainConfig {
     /// CPU threads for libtorch's intra-op pool (absent or 0: libtorch's default).
     #[serde(default)]
     pub threads: Option<i32>,
+    /// Train a ViT at this `[H, W]`: the starting position embedding is resampled (as timm's
+    /// `resample_abs_pos_embed`), and the weights are saved at the trained size.
+    #[serde(default)]
+    pub input_size: Option<[u32; 2]>,
     /// Contrastive margin β.
     #[serde(default = "defaults::beta")]
     pub beta: f64,
@@ -154,6 +158,7 @@ impl TchTrainer {
             preprocess: config.preprocess.clone(),
             threads: config.threads,
             providers: None,
+            input_size: config.input_size,
         })
         .map_err(backend)?;
         let (net, device, mut info) = bb.into_parts();

@@ -122,16 +122,31 @@ fn matches_the_ort_plugin() {
         return;
     }
     let ort_plugin = Plugin::load(&ort).unwrap();
-    // A test size, and a real DeiT layout (224², 12 blocks, distillation token).
-    for (name, batch) in [("vit_micro", 5), ("deit_tiny_distilled_patch16_224", 2)] {
-        let cfg = deit_config(name).unwrap();
+    // A test size, and a real DeiT layout (224², 12 blocks, distillation token); each also at
+    // other input sizes (`--input-size`: the position embedding resampled in irtdb-onnx).
+    for (name, batch, size) in [
+        ("vit_micro", 5, None),
+        ("vit_micro", 3, Some([24u32, 24u32])),
+        ("vit_micro", 2, Some([48, 40])),
+        ("deit_tiny_distilled_patch16_224", 2, None),
+        ("deit_tiny_distilled_patch16_224", 2, Some([160, 160])),
+    ] {
+        let native = deit_config(name).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let path = model(dir.path(), &cfg);
+        let path = model(dir.path(), &native);
+        let mut cfg = native.clone();
+        if let Some([h, w]) = size {
+            cfg.img_size = [h as usize, w as usize];
+        }
         let x = images(&cfg, batch);
-        let mut tch_bb =
-            tch_plugin().create_backbone(&json!({"model": path, "device": "auto"})).unwrap();
-        let mut ort_bb =
-            ort_plugin.create_backbone(&json!({"model": path, "providers": ["cpu"]})).unwrap();
+        let mut tch_bb = tch_plugin()
+            .create_backbone(&json!({"model": path, "device": "auto", "input_size": size}))
+            .unwrap();
+        let mut ort_bb = ort_plugin
+            .create_backbone(&json!({"model": path, "providers": ["cpu"], "input_size": size}))
+            .unwrap();
+        let want_size = size.unwrap_or([cfg.img_size[0] as u32, cfg.img_size[1] as u32]);
+        assert_eq!(ort_bb.info().preprocess.size, want_size);
         assert_eq!(tch_bb.info().preprocess, ort_bb.info().preprocess);
         assert_eq!(tch_bb.info().dim, ort_bb.info().dim);
         assert_eq!(tch_bb.info().output, ort_bb.info().output);
