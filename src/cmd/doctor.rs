@@ -126,11 +126,7 @@ pub fn run(args: Args) -> Result<()> {
             .then(|| "set HF_HUB_CACHE (or HF_HOME) to a folder you can write".to_string()),
     });
     let default = irtdb_engine::model::DEFAULT_MODEL;
-    let cached = irtdb_hub::HubRef::parse(default).and_then(Result::ok).is_some_and(|r| {
-        irtdb_hub::WEIGHT_FILES
-            .iter()
-            .any(|f| client.cache().cached(&r.repo, &r.revision, f).is_some())
-    });
+    let cached = client.cache().has_model(default);
     checks.push(Check {
         what: "default model",
         ok: cached,
@@ -174,11 +170,8 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Whether a file can be created in `dir` (made if missing).
 fn writable(dir: &std::path::Path) -> bool {
-    std::fs::create_dir_all(dir).is_ok() && tempfile_in(dir).is_some()
-}
-
-fn tempfile_in(dir: &std::path::Path) -> Option<()> {
-    let p = dir.join(format!(".irtdb-doctor-{}", std::process::id()));
-    std::fs::write(&p, b"").ok()?;
-    std::fs::remove_file(&p).ok()
+    let probe = dir.join(format!(".irtdb-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(dir).is_ok()
+        && std::fs::write(&probe, b"").is_ok()
+        && std::fs::remove_file(&probe).is_ok()
 }

@@ -75,10 +75,7 @@ pub fn run(cmd: Command) -> Result<()> {
 fn list(a: ListArgs) -> Result<()> {
     use irtdb_engine::model::RECOMMENDED;
     let cache = irtdb_hub::Cache::from_env();
-    let cached = |name: &str| {
-        let Some(Ok(r)) = irtdb_hub::HubRef::parse(name) else { return false };
-        irtdb_hub::WEIGHT_FILES.iter().any(|f| cache.cached(&r.repo, &r.revision, f).is_some())
-    };
+    let cached = |name: &str| cache.has_model(name);
     if a.json {
         let rows: Vec<_> = RECOMMENDED
             .iter()
@@ -108,14 +105,9 @@ fn list(a: ListArgs) -> Result<()> {
 }
 
 fn fetch(a: FetchArgs) -> Result<()> {
-    let Some(r) = irtdb_hub::HubRef::parse(&a.reference) else {
-        anyhow::bail!(
-            "'{}' is not a hub reference: write hf-hub:ORG/NAME[@REVISION] (`irtdb model list` \
-             shows some)",
-            a.reference
-        );
-    };
-    let r = r?;
+    let r = irtdb_hub::HubRef::parse(&a.reference).unwrap_or_else(|| {
+        Err(irtdb_hub::Error::BadReference { reference: a.reference.clone() })
+    })?;
     let client = irtdb_hub::Client::from_env();
     let files = client.fetch_model(&r, &super::progress::Downloads::new(a.json))?;
     if a.json {

@@ -134,16 +134,13 @@ impl ModelSpec {
         }
         // The folder is made absolute, the file itself is not followed: a hub snapshot's file is
         // a link into blobs/, and its sidecars (config.json) sit beside the link.
-        let model = match (model.parent().filter(|p| !p.as_os_str().is_empty()), model.file_name())
-        {
-            (Some(dir), Some(name)) => dir
-                .canonicalize()
-                .with_context(|| format!("resolving {}", model.display()))?
-                .join(name),
-            (None, Some(name)) => std::env::current_dir()
-                .with_context(|| format!("resolving {}", model.display()))?
-                .join(name),
-            _ => model.canonicalize().with_context(|| format!("resolving {}", model.display()))?,
+        let resolving = || format!("resolving {}", model.display());
+        let model = match model.file_name() {
+            Some(name) => {
+                let dir = model.parent().filter(|p| !p.as_os_str().is_empty());
+                dir.unwrap_or(Path::new(".")).canonicalize().with_context(resolving)?.join(name)
+            }
+            None => model.canonicalize().with_context(resolving)?,
         };
         if model.to_str().is_none() {
             // The plugin gets the path inside JSON, and the collection stores it as JSON.

@@ -58,6 +58,13 @@ impl Cache {
         p.is_file().then_some((commit, p))
     }
 
+    /// Whether the cache has weights (any of [`crate::WEIGHT_FILES`]) for the hub reference
+    /// `reference` (`hf-hub:ORG/NAME[@REV]`; anything else: false).
+    pub fn has_model(&self, reference: &str) -> bool {
+        let Some(Ok(r)) = crate::HubRef::parse(reference) else { return false };
+        crate::WEIGHT_FILES.iter().any(|f| self.cached(&r.repo, &r.revision, f).is_some())
+    }
+
     pub(crate) fn blob(&self, repo: &str, etag: &str) -> PathBuf {
         self.repo_dir(repo).join("blobs").join(etag)
     }

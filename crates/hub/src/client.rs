@@ -251,7 +251,7 @@ impl Client {
     fn metadata(&self, r: &HubRef, file: &str) -> Result<Meta, Failure> {
         let mut url = self.resolve_url(r, file);
         for _hop in 0..5 {
-            let resp = self.with_retries(|| {
+            let resp = self.with_retries(&|_, _, _| {}, || {
                 let mut req = self.agent.head(&url);
                 if let Some(t) = &self.token {
                     req = req.header("Authorization", format!("Bearer {t}"));
@@ -343,15 +343,22 @@ impl Client {
     }
 
     /// Runs `f` up to `attempts` times while it fails transiently, backing off in between.
-    fn with_retries<T>(&self, mut f: impl FnMut() -> Result<T, Failure>) -> Result<T, Failure> {
+    /// Before each retry `on_retry(cause, next attempt, wait)` is told. After the last attempt a
+    /// transient failure is returned as such, with its cause.
+    fn with_retries<T>(
+        &self,
+        on_retry: &dyn Fn(&str, u32, Duration),
+        mut f: impl FnMut() -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
         let mut wait = self.backoff;
         let mut attempt = 1;
         loop {
             match f() {
-                Err(Failure::Transient(_)) if attempt < self.attempts => {
+                Err(Failure::Transient(cause)) if attempt < self.attempts => {
+                    attempt += 1;
+                    on_retry(&cause, attempt, wait);
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(8));
-                    attempt += 1;
                 }
                 other => return other,
             }
@@ -372,36 +379,27 @@ impl Client {
         let dir = part.parent().expect("blobs/ has a parent");
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let same_host = host_of(&meta.url) == host_of(&self.endpoint);
-        let mut last_cause = String::new();
-        let mut done = false;
-        for attempt in 1..=self.attempts {
-            if attempt > 1 {
-                let wait = self.backoff * 2u32.pow(attempt - 2);
-                progress.note(&format!(
-                    "{last_cause}; retrying {file} in {:.1} s (attempt {attempt} of {})",
-                    wait.as_secs_f32(),
-                    self.attempts
-                ));
-                std::thread::sleep(wait.min(Duration::from_secs(8)));
+        let on_retry = |cause: &str, attempt: u32, wait: Duration| {
+            progress.note(&format!(
+                "{cause}; retrying {file} in {:.1} s (attempt {attempt} of {})",
+                wait.as_secs_f32(),
+                self.attempts
+            ))
+        };
+        match self.with_retries(&on_retry, || self.transfer(meta, &part, same_host, file, progress))
+        {
+            Ok(()) => {}
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Transient(cause)) => {
+                let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+                return Err(Error::Transfer {
+                    repo: r.repo.clone(),
+                    file: file.into(),
+                    attempts: self.attempts,
+                    cause,
+                    have,
+                });
             }
-            match self.transfer(meta, &part, same_host, file, progress) {
-                Ok(()) => {
-                    done = true;
-                    break;
-                }
-                Err(Failure::Transient(c)) => last_cause = c,
-                Err(Failure::Fatal(e)) => return Err(e),
-            }
-        }
-        if !done {
-            let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-            return Err(Error::Transfer {
-                repo: r.repo.clone(),
-                file: file.into(),
-                attempts: self.attempts,
-                cause: last_cause,
-                have,
-            });
         }
         if let Some(got) = content_hash(&part, &meta.etag)? {
             if got != meta.etag {

@@ -5,7 +5,8 @@ use irtdb_plugin_api::plugin::PluginBackbone;
 use ort::ep::ExecutionProvider;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use ort::value::{DynValue, Tensor, TensorElementType};
+use ort::session::SessionOutputs;
+use ort::value::{DynValue, Tensor, TensorElementType, TensorRef};
 
 use crate::config::{Config, Layout, ProviderName};
 use crate::runtime;
@@ -146,7 +147,6 @@ fn pick_output(session: &Session, wanted: Option<&str>, path: &str) -> Result<St
 struct LoadedModel {
     /// The graph irtdb built (safetensors); `None`: the .onnx file is loaded from its path.
     onnx: Option<Vec<u8>>,
-    is_onnx_file: bool,
     architecture: String,
     prefix_tokens: Option<usize>,
     preprocess_hint: Option<serde_json::Value>,
@@ -161,7 +161,6 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
     match ext.as_str() {
         "onnx" => Ok(LoadedModel {
             onnx: None,
-            is_onnx_file: true,
             architecture: "onnx".into(),
             prefix_tokens: config.prefix_tokens,
             preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path),
@@ -177,7 +176,6 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
                 .map_err(|e| e.to_string())?;
             Ok(LoadedModel {
                 onnx: Some(onnx),
-                is_onnx_file: false,
                 architecture: weights.config.architecture.clone(),
                 prefix_tokens: Some(weights.config.prefix_tokens),
                 preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path),
@@ -295,20 +293,16 @@ impl OrtBackbone {
         preprocess.size = size;
         for o in [model.preprocess_hint.as_ref(), config.preprocess.as_ref()].into_iter().flatten()
         {
-            // The size is the model's (or --input-size); a sidecar cannot change it.
-            let mut o = o.clone();
-            if let Some(m) = o.as_object_mut() {
-                m.remove("size");
-                m.remove("input_size");
-            }
-            preprocess.apply_overrides(&o).map_err(|e| format!("model {path}: {e}"))?;
+            // `apply_overrides` ignores size keys: the size is the model's (or --input-size).
+            preprocess.apply_overrides(o).map_err(|e| format!("model {path}: {e}"))?;
         }
         if input.raw {
             // The model normalises itself: the host sends [0, 1], the plugin scales to 0–255.
             preprocess.mean = [0.0; 3];
             preprocess.std = [1.0; 3];
         }
-        let input_info = model.is_onnx_file.then(|| InputInfo {
+        // Only an .onnx file's input is inferred; irtdb's own graphs are plain NCHW float32.
+        let input_info = model.onnx.is_none().then(|| InputInfo {
             layout: match input.layout {
                 Layout::Nchw => "nchw".into(),
                 Layout::Nhwc => "nhwc".into(),
@@ -419,6 +413,14 @@ impl OrtBackbone {
     ) -> Result<(Vec<usize>, Vec<f32>), String> {
         let (b, h, w) = (shape[0], shape[2], shape[3]);
         let spec = &self.input;
+        let err = |e: ort::Error| e.to_string();
+        if spec.layout == Layout::Nchw && spec.pixels == Pixels::F32 && !spec.raw {
+            // What the host sends is what the model takes: no copy.
+            let tensor = TensorRef::from_array_view((shape.to_vec(), input)).map_err(err)?;
+            let outputs =
+                self.session.run(ort::inputs![spec.name.as_str() => tensor]).map_err(err)?;
+            return extract(&outputs, &self.output_name);
+        }
         let scale = if spec.raw { 255.0 } else { 1.0 };
         // The host's NCHW, scaled, in the model's layout.
         let (dims, values): (Vec<usize>, Vec<f32>) = match spec.layout {
@@ -438,7 +440,6 @@ impl OrtBackbone {
                 (vec![b, h, w, 3], out)
             }
         };
-        let err = |e: ort::Error| e.to_string();
         let value: DynValue = match spec.pixels {
             Pixels::F32 => Tensor::from_array((dims, values)).map_err(err)?.into_dyn(),
             Pixels::F16 => {
@@ -452,15 +453,20 @@ impl OrtBackbone {
             }
         };
         let outputs = self.session.run(ort::inputs![spec.name.as_str() => value]).map_err(err)?;
-        let out = &outputs[self.output_name.as_str()];
-        if let Ok((s, d)) = out.try_extract_tensor::<f32>() {
-            return Ok((s.iter().map(|&d| d as usize).collect(), d.to_vec()));
-        }
-        let (s, d) = out.try_extract_tensor::<half::f16>().map_err(|e| {
-            format!("output '{}' is neither float32 nor float16: {e}", self.output_name)
-        })?;
-        Ok((s.iter().map(|&d| d as usize).collect(), d.iter().map(|x| x.to_f32()).collect()))
+        extract(&outputs, &self.output_name)
     }
+}
+
+/// The output `name` as f32 (float16 outputs converted), with its shape.
+fn extract(outputs: &SessionOutputs<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let out = &outputs[name];
+    if let Ok((s, d)) = out.try_extract_tensor::<f32>() {
+        return Ok((s.iter().map(|&d| d as usize).collect(), d.to_vec()));
+    }
+    let (s, d) = out
+        .try_extract_tensor::<half::f16>()
+        .map_err(|e| format!("output '{name}' is neither float32 nor float16: {e}"))?;
+    Ok((s.iter().map(|&d| d as usize).collect(), d.iter().map(|x| x.to_f32()).collect()))
 }
 
 /// 1 + g² tokens → 1 (CLS); 2 + g² → 2 (CLS + distillation).
