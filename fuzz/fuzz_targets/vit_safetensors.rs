@@ -16,5 +16,5 @@ fuzz_target!(|data: &[u8]| {
     assert!(c.dim * c.depth <= data.len(), "{c:?} from {} bytes", data.len());
     let graph = build_vit_onnx(&w, GraphOutput::Tokens).expect("accepted weights build a graph");
     assert!(!graph.is_empty());
-    build_vit_onnx(&w, GraphOutput::PooledCls).expect("accepted weights build a pooled graph");
+    build_vit_onnx(&w, GraphOutput::Pooled).expect("accepted weights build a pooled graph");
 });

@@ -85,7 +85,7 @@ fn token_and_pooled_onnx_files_agree_with_the_safetensors_path() {
     .unwrap();
     std::fs::write(
         &pooled_onnx,
-        irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::PooledCls).unwrap(),
+        irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::Pooled).unwrap(),
     )
     .unwrap();
     let img = tmp.path().join("x.png");

@@ -11,9 +11,11 @@ pub trait Pooling {
 
 /// The poolings of the paper (table 9): the CLS token, or mean / max / GeM over the patch tokens.
 ///
-/// For the token poolings the leading `prefix` tokens (CLS, and DeiT's distillation token) are
-/// excluded. For a distilled model (`prefix == 2`) `Cls` averages the CLS and distillation
-/// tokens, as timm's `VisionTransformerDistilled` does at inference. A model whose output is
+/// For the token poolings the leading `prefix` tokens (CLS, and DeiT's distillation token, or
+/// register tokens) are excluded. For a distilled model (`prefix == 2`) `Cls` averages the CLS
+/// and distillation tokens, as timm's `VisionTransformerDistilled` does at inference; with more
+/// prefix tokens (a class token followed by registers, as an exported DINOv2 with registers
+/// gives them) `Cls` is the first token. A model whose output is
 /// already pooled `[B, D]` passes through unchanged for `Cls`, and is refused by the others.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase", tag = "kind")]
@@ -99,8 +101,10 @@ impl Pool {
             let m = patches.nrows() as f32;
             match self {
                 Pool::Cls => {
-                    // prefix == 2: distilled DeiT, timm averages the CLS and distillation tokens.
-                    let heads = img.slice(ndarray::s![..prefix.min(2), ..]);
+                    // prefix == 2: distilled DeiT, timm averages the CLS and distillation tokens;
+                    // prefix > 2: CLS then registers.
+                    let heads = if prefix == 2 { 2 } else { 1 };
+                    let heads = img.slice(ndarray::s![..heads, ..]);
                     row.assign(&heads.mean_axis(Axis(0)).expect("non-empty"));
                 }
                 Pool::Mean => row.assign(&(patches.sum_axis(Axis(0)) / m)),
@@ -159,6 +163,14 @@ mod tests {
     fn distilled_cls_averages_cls_and_dist() {
         let out = Pool::Cls.pool_tokens(tokens().view(), 2).unwrap();
         assert_eq!(out, array![[5.5, -6.0]]);
+    }
+
+    #[test]
+    fn cls_with_registers_is_the_first_token() {
+        let out = Pool::Cls.pool_tokens(tokens().view(), 3).unwrap();
+        assert_eq!(out, array![[10.0, -10.0]]);
+        let mean = Pool::Mean.pool_tokens(tokens().view(), 3).unwrap();
+        assert_eq!(mean, array![[2.0, 4.0]], "registers are not patches");
     }
 
     #[test]

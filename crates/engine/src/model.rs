@@ -54,6 +54,14 @@ pub const RECOMMENDED: &[Recommended] = &[
         dim: 384,
         what_for: "DeiT-S with a distillation token (the paper's DeiT-S-distilled)",
     },
+    Recommended {
+        name: "hf-hub:timm/vit_small_patch14_reg4_dinov2.lvd142m",
+        params_m: 22.1,
+        download_mb: 88,
+        dim: 384,
+        what_for: "DINOv2 ViT-S/14 with registers, strong off the shelf; native 518, about 5x \
+                   DeiT-S's cost: --input-size 224 runs it at DeiT-S's",
+    },
 ];
 
 /// Where a model from the hub came from: recorded with a collection so that later runs use

@@ -25,7 +25,7 @@ const IR_VERSION: i64 = 8;
 pub const INPUT_NAME: &str = "pixel_values";
 /// Name of the output of [`GraphOutput::Tokens`]: f32 `[batch, T, D]`.
 pub const TOKENS_OUTPUT: &str = "tokens";
-/// Name of the output of [`GraphOutput::PooledCls`]: f32 `[batch, D]`.
+/// Name of the output of [`GraphOutput::Pooled`]: f32 `[batch, D]`.
 pub const POOLED_OUTPUT: &str = "pooled";
 /// Symbolic name of the batch dimension.
 const BATCH: &str = "batch";
@@ -33,11 +33,15 @@ const BATCH: &str = "batch";
 /// What the graph returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GraphOutput {
-    /// `tokens` `[batch, T, D]`: every token after the final norm (prefix tokens first).
+    /// `tokens` `[batch, prefix + M, D]`: the class (and distillation) token and the patch
+    /// tokens after the final norm, register tokens left out (an `fc_norm` model has no final
+    /// norm: its tokens are as timm's `forward_features` returns them).
     Tokens,
-    /// `pooled` `[batch, D]`: the class token after the final norm; for a distilled DeiT the
-    /// mean of the class and distillation tokens, as timm does at inference.
-    PooledCls,
+    /// `pooled` `[batch, D]`: the model's own descriptor, timm's `forward_head(pre_logits=True)`:
+    /// the class token after the final norm; for a distilled DeiT the mean of the class and
+    /// distillation tokens, as timm does at inference; for an `fc_norm` (average-pooled) model
+    /// `fc_norm` of the mean of the patch tokens.
+    Pooled,
 }
 
 /// Builds the ONNX graph of `w` and returns the serialized `ModelProto`.
@@ -49,7 +53,7 @@ pub enum GraphOutput {
 pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
     w.check()?;
     let c = &w.config;
-    let (d, t) = (c.dim as i64, c.num_tokens() as i64);
+    let (d, t) = (c.dim as i64, c.output_tokens() as i64);
     let mut g = GraphBuilder::default();
 
     // Patch embedding: Conv with stride P, then [B, D, gh, gw] → [B, M, D].
@@ -66,18 +70,26 @@ pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
     let x = g.add_node("Reshape", "patch_embed.flatten", &[&x, &shape], vec![]);
     let x = g.add_node("Transpose", "patch_embed.transpose", &[&x], vec![perm(&[0, 2, 1])]);
 
-    // Prefix tokens, expanded to the batch size, in front of the patches.
-    g.weight(w, "cls_token")?;
-    let prefix = if c.prefix_tokens == 2 {
-        g.weight(w, "dist_token")?;
-        g.add_node("Concat", "prefix_tokens", &["cls_token", "dist_token"], vec![axis(1)])
-    } else {
-        "cls_token".to_owned()
+    // Prefix tokens (class, distillation, registers: timm's order), expanded to the batch size,
+    // in front of the patches.
+    let mut prefix_parts = vec![g.weight(w, "cls_token")?];
+    if c.prefix_tokens == 2 {
+        prefix_parts.push(g.weight(w, "dist_token")?);
+    }
+    if c.reg_tokens > 0 {
+        prefix_parts.push(g.weight(w, "reg_token")?);
+    }
+    let prefix = match prefix_parts.as_slice() {
+        [one] => one.clone(),
+        parts => {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            g.add_node("Concat", "prefix_tokens", &parts, vec![axis(1)])
+        }
     };
     let in_shape = g.add_node("Shape", "batch_size/shape", &[INPUT_NAME], vec![]);
     let (zero, one) = (g.const_i64("const.0", &[0]), g.const_i64("const.1", &[1]));
     let batch = g.add_node("Slice", "batch_size", &[&in_shape, &zero, &one, &zero], vec![]);
-    let rest = g.const_i64("prefix_tokens/expand.rest", &[c.prefix_tokens as i64, d]);
+    let rest = g.const_i64("prefix_tokens/expand.rest", &[c.num_prefix() as i64, d]);
     let target =
         g.add_node("Concat", "prefix_tokens/expand.shape", &[&batch, &rest], vec![axis(0)]);
     let prefix = g.add_node("Expand", "prefix_tokens/expand", &[&prefix, &target], vec![]);
@@ -145,7 +157,21 @@ pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
         }
         x = g.add_node("Add", &format!("{b}/residual2"), &[&x, &y], vec![]);
     }
-    let x = g.layer_norm(w, &x, "norm", c.ln_eps)?;
+    let x = if c.fc_norm { x } else { g.layer_norm(w, &x, "norm", c.ln_eps)? };
+    // [B, 1 + reg + M, D] → [B, 1 + M, D]: register tokens are internal to the network.
+    let slices = c.reg_tokens > 0 || (c.fc_norm && output == GraphOutput::Pooled);
+    let end = if slices { g.const_i64("const.end", &[i64::MAX]) } else { String::new() };
+    let x = if c.reg_tokens > 0 {
+        let patches_from = g.const_i64("const.patches_from", &[c.num_prefix() as i64]);
+        let heads = g.const_i64("const.prefix_end", &[c.prefix_tokens as i64]);
+        let front =
+            g.add_node("Slice", "drop_registers/prefix", &[&x, &zero, &heads, &one], vec![]);
+        let patches =
+            g.add_node("Slice", "drop_registers/patches", &[&x, &patches_from, &end, &one], vec![]);
+        g.add_node("Concat", "drop_registers", &[&front, &patches], vec![axis(1)])
+    } else {
+        x
+    };
 
     let batch_dim = || Dimension::symbol(BATCH);
     let out_info = match output {
@@ -154,8 +180,20 @@ pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
             let dims = [batch_dim(), Dimension::fixed(t), Dimension::fixed(d)];
             ValueInfoProto::tensor(TOKENS_OUTPUT, DataType::Float, dims)
         }
-        GraphOutput::PooledCls => {
-            if c.prefix_tokens == 2 {
+        GraphOutput::Pooled => {
+            if c.fc_norm {
+                // timm global_pool='avg': x[:, num_prefix_tokens:].mean(1), then fc_norm.
+                let from = g.const_i64("const.pool_from", &[c.prefix_tokens as i64]);
+                let patches = g.add_node("Slice", "pool/patches", &[&x, &from, &end, &one], vec![]);
+                let mean = g.add_node(
+                    "ReduceMean",
+                    "pool/mean",
+                    &[&patches],
+                    vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
+                );
+                let normed = g.layer_norm(w, &mean, "fc_norm", c.ln_eps)?;
+                g.add_node_named("Identity", "pool", &[&normed], POOLED_OUTPUT, vec![]);
+            } else if c.prefix_tokens == 2 {
                 // timm: (x[:, 0] + x[:, 1]) / 2 for distilled models at inference.
                 let end = g.const_i64("const.2", &[2]);
                 let both = g.add_node("Slice", "pool/prefix", &[&x, &zero, &end, &one], vec![]);
@@ -438,7 +476,7 @@ mod tests {
         assert_eq!(g.output[0].name, "tokens");
         assert_eq!(dims(&g.output[0]), [batch.clone(), Dim::DimValue(17), Dim::DimValue(32)]);
 
-        let pooled = model(&cfg, GraphOutput::PooledCls).graph.unwrap();
+        let pooled = model(&cfg, GraphOutput::Pooled).graph.unwrap();
         assert_eq!(pooled.output[0].name, "pooled");
         assert_eq!(dims(&pooled.output[0]), [batch, Dim::DimValue(32)]);
         let config = &m.metadata_props[0];
@@ -457,8 +495,15 @@ mod tests {
                 qkv_bias: false,
                 ..deit_config("vit_micro").unwrap()
             },
+            VitConfig {
+                reg_tokens: 4,
+                no_embed_class: true,
+                layer_scale: true,
+                ..deit_config("vit_micro").unwrap()
+            },
+            VitConfig { reg_tokens: 1, fc_norm: true, ..deit_config("vit_micro").unwrap() },
         ] {
-            for output in [GraphOutput::Tokens, GraphOutput::PooledCls] {
+            for output in [GraphOutput::Tokens, GraphOutput::Pooled] {
                 let g = model(&cfg, output).graph.unwrap();
                 let mut defined: HashSet<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
                 for init in &g.initializer {

@@ -55,8 +55,23 @@ pub struct VitConfig {
     pub patch: usize,
     /// Input image size `[H, W]`, both multiples of `patch`.
     pub img_size: [usize; 2],
-    /// Tokens before the patch tokens: 1 (class token) or 2 (class + distillation token).
+    /// Tokens before the patch tokens in the output: 1 (class token) or 2 (class +
+    /// distillation token).
     pub prefix_tokens: usize,
+    /// Register tokens (timm `reg_tokens`, DINOv2 "with registers"): learned tokens after the
+    /// class (and distillation) tokens that take part in attention but are not part of the
+    /// output, so no pooling ever sees them (timm excludes them from its own pooling too).
+    #[serde(default)]
+    pub reg_tokens: usize,
+    /// timm's `no_embed_class`: the checkpoint's `pos_embed` covers the patches only (DeiT-3,
+    /// DINOv2 with registers). [`VitWeights`] pads it with zero rows for the prefix, the same
+    /// computation; the flag says to save it in timm's layout again.
+    #[serde(default)]
+    pub no_embed_class: bool,
+    /// timm's `global_pool='avg'` with `fc_norm`: no final norm over the tokens; the model's own
+    /// descriptor is `fc_norm(mean of the patch tokens)` (see [`GraphOutput::Pooled`]).
+    #[serde(default)]
+    pub fc_norm: bool,
     /// Whether `attn.qkv` has a bias.
     pub qkv_bias: bool,
     /// Whether blocks have layer scale (`ls1.gamma`, `ls2.gamma`, as in DeiT-3).
@@ -82,8 +97,20 @@ impl VitConfig {
         gh * gw
     }
 
-    /// Sequence length T = prefix tokens + patches.
+    /// Tokens in front of the patches inside the network: class, distillation and register
+    /// tokens (timm's `num_prefix_tokens`).
+    pub fn num_prefix(&self) -> usize {
+        self.prefix_tokens + self.reg_tokens
+    }
+
+    /// Sequence length inside the network T = class/distillation + register tokens + patches
+    /// (the rows of the padded `pos_embed`).
     pub fn num_tokens(&self) -> usize {
+        self.num_prefix() + self.num_patches()
+    }
+
+    /// Tokens in the [`GraphOutput::Tokens`] output: prefix tokens + patches (registers dropped).
+    pub fn output_tokens(&self) -> usize {
         self.prefix_tokens + self.num_patches()
     }
 }

@@ -9,7 +9,8 @@
 use crate::VitWeights;
 
 /// Runs the ViT on `images` (`[batch, 3, H, W]`, row-major, already normalised) and returns
-/// all tokens after the final norm, `[batch, T, D]` row-major.
+/// the output tokens after the final norm (none for an `fc_norm` model), register tokens left
+/// out: `[batch, prefix + M, D]` row-major (`config.output_tokens()` tokens).
 ///
 /// # Panics
 /// If `images.len()` is not `batch · 3 · H · W` for the configured image size. (`w` itself is
@@ -18,7 +19,7 @@ pub fn forward(w: &VitWeights, images: &[f32], batch: usize) -> Vec<f32> {
     let c = &w.config;
     let [ih, iw] = c.img_size;
     assert_eq!(images.len(), batch * 3 * ih * iw, "images must be [batch, 3, {ih}, {iw}]");
-    let (d, t) = (c.dim, c.num_tokens());
+    let (d, t) = (c.dim, c.output_tokens());
     let mut out = Vec::with_capacity(batch * t * d);
     for b in 0..batch {
         let image = &images[b * 3 * ih * iw..(b + 1) * 3 * ih * iw];
@@ -26,22 +27,47 @@ pub fn forward(w: &VitWeights, images: &[f32], batch: usize) -> Vec<f32> {
         for i in 0..c.depth {
             block(w, &mut x, i);
         }
-        for token in x.iter_mut() {
-            *token = layer_norm(token, get(w, "norm.weight"), get(w, "norm.bias"), c.ln_eps);
+        if !c.fc_norm {
+            for token in x.iter_mut() {
+                *token = layer_norm(token, get(w, "norm.weight"), get(w, "norm.bias"), c.ln_eps);
+            }
         }
-        out.extend(x.into_iter().flatten());
+        // Sequence [cls, (dist), reg × R, patches]: the registers stay inside the network.
+        let registers = c.prefix_tokens..c.num_prefix();
+        for (j, token) in x.into_iter().enumerate() {
+            if !registers.contains(&j) {
+                out.extend(token);
+            }
+        }
     }
     out
 }
 
-/// The pooled descriptor of [`crate::GraphOutput::PooledCls`] from `forward`'s tokens: the class
-/// token, or for a distilled model (2 prefix tokens) the mean of class and distillation tokens.
-pub fn pool_cls(w: &VitWeights, tokens: &[f32], batch: usize) -> Vec<f32> {
-    let (d, t) = (w.config.dim, w.config.num_tokens());
+/// The model's own descriptor ([`crate::GraphOutput::Pooled`]) from `forward`'s tokens: the
+/// class token; for a distilled model (2 prefix tokens) the mean of class and distillation
+/// tokens; for an `fc_norm` model `fc_norm(mean of the patch tokens)` (timm's `global_pool='avg'`).
+pub fn pool(w: &VitWeights, tokens: &[f32], batch: usize) -> Vec<f32> {
+    let c = &w.config;
+    let (d, t) = (c.dim, c.output_tokens());
     let mut out = Vec::with_capacity(batch * d);
     for b in 0..batch {
         let token = |j: usize| &tokens[(b * t + j) * d..(b * t + j + 1) * d];
-        if w.config.prefix_tokens == 2 {
+        if c.fc_norm {
+            let mut mean = vec![0f64; d];
+            for j in c.prefix_tokens..t {
+                for (m, v) in mean.iter_mut().zip(token(j)) {
+                    *m += f64::from(*v);
+                }
+            }
+            let m = (t - c.prefix_tokens) as f64;
+            let mean: Vec<f32> = mean.into_iter().map(|s| (s / m) as f32).collect();
+            out.extend(layer_norm(
+                &mean,
+                get(w, "fc_norm.weight"),
+                get(w, "fc_norm.bias"),
+                c.ln_eps,
+            ));
+        } else if c.prefix_tokens == 2 {
             out.extend(token(0).iter().zip(token(1)).map(|(a, b)| (a + b) / 2.0));
         } else {
             out.extend_from_slice(token(0));
@@ -61,6 +87,9 @@ fn embed(w: &VitWeights, image: &[f32]) -> Vec<Vec<f32>> {
     let mut tokens = vec![get(w, "cls_token").to_vec()];
     if c.prefix_tokens == 2 {
         tokens.push(get(w, "dist_token").to_vec());
+    }
+    if c.reg_tokens > 0 {
+        tokens.extend(get(w, "reg_token").chunks(d).map(<[f32]>::to_vec));
     }
     // Patch (gy, gx) becomes token prefix + gy·gw + gx (row-major over the grid).
     for gy in 0..gh {
@@ -82,7 +111,7 @@ fn embed(w: &VitWeights, image: &[f32]) -> Vec<Vec<f32>> {
             tokens.push(token);
         }
     }
-    let pos = get(w, "pos_embed"); // [1, T, D]
+    let pos = get(w, "pos_embed"); // [1, T, D], zero rows for the prefix if no_embed_class
     for (j, token) in tokens.iter_mut().enumerate() {
         for (k, value) in token.iter_mut().enumerate() {
             *value += pos[j * d + k];
@@ -230,6 +259,9 @@ mod tests {
             patch: 2,
             img_size: [2, 2],
             prefix_tokens: 1,
+            reg_tokens: 0,
+            no_embed_class: false,
+            fc_norm: false,
             qkv_bias: true,
             layer_scale: false,
             ln_eps: 1e-6,
@@ -267,7 +299,7 @@ mod tests {
         for (a, e) in out.iter().zip(&expected) {
             assert!((a - e).abs() < 1e-6, "{out:?} vs {expected:?}");
         }
-        assert_eq!(pool_cls(&w, &out, 1), cls);
+        assert_eq!(pool(&w, &out, 1), cls);
     }
 
     #[test]

@@ -52,7 +52,12 @@ pub fn random_vit_with_std(cfg: &VitConfig, seed: u64, std: f32) -> Tensors {
     if cfg.prefix_tokens == 2 {
         put("dist_token".into(), vec![1, 1, d], 0.0, std);
     }
-    put("pos_embed".into(), vec![1, cfg.num_tokens(), d], 0.0, std);
+    if cfg.reg_tokens > 0 {
+        put("reg_token".into(), vec![1, cfg.reg_tokens, d], 0.0, std);
+    }
+    // timm's layout: no_embed_class models have patch positions only.
+    let positions = if cfg.no_embed_class { cfg.num_patches() } else { cfg.num_tokens() };
+    put("pos_embed".into(), vec![1, positions, d], 0.0, std);
     put("patch_embed.proj.weight".into(), vec![d, 3, p, p], 0.0, std);
     put("patch_embed.proj.bias".into(), vec![d], 0.0, std);
     for i in 0..cfg.depth {
@@ -76,8 +81,9 @@ pub fn random_vit_with_std(cfg: &VitConfig, seed: u64, std: f32) -> Tensors {
             put(b("ls2.gamma"), vec![d], 0.1, 0.05);
         }
     }
-    put("norm.weight".into(), vec![d], 1.0, 0.05);
-    put("norm.bias".into(), vec![d], 0.0, 0.05);
+    let norm = if cfg.fc_norm { "fc_norm" } else { "norm" };
+    put(format!("{norm}.weight"), vec![d], 1.0, 0.05);
+    put(format!("{norm}.bias"), vec![d], 0.0, 0.05);
     // A classifier head, as real checkpoints have; the graph must ignore it.
     put("head.weight".into(), vec![10, d], 0.0, std);
     put("head.bias".into(), vec![10], 0.0, std);
@@ -151,9 +157,12 @@ pub fn save_safetensors_as(path: &Path, tensors: &Tensors, dtype: StoreDtype) ->
 
 /// Configuration presets by timm name: `deit_{tiny,small,base}_patch16_224`, their
 /// `_distilled_` variants (2 prefix tokens), `deit3_{small,base}_patch16_224` (layer scale),
+/// `vit_{small,base}_patch14_dinov2` (patch 14, 518×518, layer scale),
+/// `vit_{small,base}_patch14_reg4_dinov2` (also 4 registers, no_embed_class),
 /// and `vit_micro` (dim 32, depth 2, 4 heads, patch 8, 32×32 images, MLP 128), a test size.
 ///
-/// See: <https://github.com/huggingface/pytorch-image-models/blob/main/timm/models/deit.py>
+/// See: <https://github.com/huggingface/pytorch-image-models/blob/main/timm/models/deit.py> and
+/// `vision_transformer.py` (the dinov2 entries).
 pub fn deit_config(name: &str) -> Option<VitConfig> {
     let base = |dim: usize, depth: usize, heads: usize| VitConfig {
         architecture: name.to_owned(),
@@ -164,11 +173,26 @@ pub fn deit_config(name: &str) -> Option<VitConfig> {
         patch: 16,
         img_size: [224, 224],
         prefix_tokens: 1,
+        reg_tokens: 0,
+        no_embed_class: false,
+        fc_norm: false,
         qkv_bias: true,
         layer_scale: false,
         ln_eps: 1e-6,
     };
+    let dinov2 = |dim: usize, heads: usize, registers: usize| VitConfig {
+        patch: 14,
+        img_size: [518, 518],
+        layer_scale: true,
+        reg_tokens: registers,
+        no_embed_class: registers > 0,
+        ..base(dim, 12, heads)
+    };
     let config = match name {
+        "vit_small_patch14_dinov2" => dinov2(384, 6, 0),
+        "vit_base_patch14_dinov2" => dinov2(768, 12, 0),
+        "vit_small_patch14_reg4_dinov2" => dinov2(384, 6, 4),
+        "vit_base_patch14_reg4_dinov2" => dinov2(768, 12, 4),
         "deit_tiny_patch16_224" => base(192, 12, 3),
         "deit_small_patch16_224" => base(384, 12, 6),
         "deit_base_patch16_224" => base(768, 12, 12),

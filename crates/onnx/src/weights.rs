@@ -37,11 +37,13 @@ pub struct ConfigOverrides {
 /// A ViT's configuration plus its tensors, all converted to f32 and checked against it.
 ///
 /// Every tensor the graph uses is guaranteed present with the shape `config` implies; other
-/// tensors of the checkpoint (`head.*`, `fc_norm.*`, ...) are kept but ignored.
+/// tensors of the checkpoint (`head.*`, ...) are kept but ignored.
 ///
 /// One normalisation happens on load: a `pos_embed` without positions for the prefix tokens
-/// (timm's `no_embed_class=True`, as in DeiT-3) is padded with zeros in front, which is the same
-/// computation (the class token gets no position embedding) in the standard `[1, T, D]` layout.
+/// (timm's `no_embed_class=True`, as in DeiT-3 and DINOv2 with registers) is padded with zeros
+/// in front, which is the same computation (class and register tokens get no position
+/// embedding) in the standard `[1, T, D]` layout; `config.no_embed_class` records it, and
+/// [`VitWeights::timm_pos_embed`] gives the tensor back in timm's layout.
 #[derive(Clone)]
 pub struct VitWeights {
     /// The configuration the tensors were checked against.
@@ -143,7 +145,7 @@ impl VitWeights {
         }
         let grid = [c.img_size[0] / c.patch, c.img_size[1] / c.patch];
         let new = [size[0] / c.patch, size[1] / c.patch];
-        let (dim, prefix) = (c.dim, c.prefix_tokens);
+        let (dim, prefix) = (c.dim, c.num_prefix());
         let Some((shape, data)) = self.tensors.get_mut("pos_embed") else {
             return Err(Error::MissingTensor {
                 origin: self.origin.clone(),
@@ -155,6 +157,18 @@ impl VitWeights {
         *shape = vec![1, prefix + new[0] * new[1], dim];
         self.config.img_size = size;
         Ok(())
+    }
+
+    /// `pos_embed` as timm's module holds it: `[1, M, D]` (patch positions only) for a
+    /// no_embed_class model, else `[1, T, D]`. What a trainer learns and saves.
+    pub fn timm_pos_embed(&self) -> Result<(Vec<usize>, &[f32])> {
+        let c = &self.config;
+        let data = self.data("pos_embed")?;
+        Ok(if c.no_embed_class {
+            (vec![1, c.num_patches(), c.dim], &data[c.num_prefix() * c.dim..])
+        } else {
+            (vec![1, c.num_tokens(), c.dim], data)
+        })
     }
 
     pub fn tensor(&self, name: &str) -> Option<(&[usize], &[f32])> {
@@ -308,6 +322,8 @@ struct Sidecar {
     architecture: Option<String>,
     num_heads: Option<usize>,
     img_size: Option<[usize; 2]>,
+    /// `no_embed_class` (top level or under `model_args`): `pos_embed` without prefix rows.
+    no_embed_class: Option<bool>,
 }
 
 impl Sidecar {
@@ -370,7 +386,15 @@ impl Sidecar {
         } else {
             None
         };
-        Ok(Some(Self { path, architecture, num_heads, img_size }))
+        let no_embed_class = match json
+            .get("no_embed_class")
+            .or_else(|| json.pointer("/model_args/no_embed_class"))
+        {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => return Err(bad(format!("`no_embed_class` is {other}, not a boolean"))),
+        };
+        Ok(Some(Self { path, architecture, num_heads, img_size, no_embed_class }))
     }
 }
 
@@ -408,8 +432,39 @@ fn infer_config(
         }
     };
 
+    if !tensors.contains_key("cls_token") && tensors.contains_key("pos_embed") {
+        return Err(ctx.config(
+            "the checkpoint has no `cls_token` (a timm ViT with class_token=False)".to_owned(),
+            "irtdb's ViT needs a class token; use a checkpoint that has one",
+        ));
+    }
     ctx.shape(tensors, "cls_token", naming)?;
     let prefix_tokens = if tensors.contains_key("dist_token") { 2 } else { 1 };
+    let reg_tokens = match tensors.get("reg_token").map(|(shape, _)| shape.as_slice()) {
+        None => 0,
+        Some(&[1, r, d]) if r > 0 && d == dim => r,
+        Some(other) => {
+            let r = other.get(1).copied().unwrap_or(0);
+            return Err(ctx.mismatch(
+                "reg_token",
+                vec![1, r, dim],
+                other,
+                "register tokens are [1, R, dim]",
+            ));
+        }
+    };
+    // timm's global_pool='avg' models replace the final `norm` by `fc_norm` after pooling.
+    let fc_norm =
+        match (tensors.contains_key("norm.weight"), tensors.contains_key("fc_norm.weight")) {
+            (false, true) => true,
+            (true, true) => {
+                return Err(ctx.config(
+                    "the checkpoint has both `norm` and `fc_norm`".to_owned(),
+                    "a timm ViT has one of them; check that the checkpoint is not a merge of two",
+                ))
+            }
+            _ => false,
+        };
 
     let depth = tensors
         .keys()
@@ -439,10 +494,16 @@ fn infer_config(
         .clone()
         .or_else(|| sidecar.and_then(|s| s.architecture.clone()))
         .unwrap_or_else(|| "vit".to_owned());
-    // timm's DeiT-3 always uses no_embed_class (pos_embed without prefix positions).
-    let patch_only_pos = layer_scale || architecture.to_ascii_lowercase().contains("deit3");
-    let grid = Grid { dim, patch, prefix: prefix_tokens, patch_only_pos };
-    let img_size = infer_img_size(tensors, &grid, sidecar, ctx)?;
+    // timm's DeiT-3 and register models use no_embed_class (pos_embed without prefix positions).
+    let patch_only_pos = layer_scale
+        || reg_tokens > 0
+        || architecture.to_ascii_lowercase().contains("deit3")
+        || sidecar.and_then(|s| s.no_embed_class) == Some(true);
+    // ...and every timm register model does, so that layout is tried first for them.
+    let prefer_patch_only = reg_tokens > 0 || sidecar.and_then(|s| s.no_embed_class) == Some(true);
+    let grid =
+        Grid { dim, patch, prefix: prefix_tokens + reg_tokens, patch_only_pos, prefer_patch_only };
+    let (img_size, no_embed_class) = infer_img_size(tensors, &grid, sidecar, ctx)?;
     let (heads, heads_from) = if let Some(h) = overrides.heads {
         (h, "the heads override".to_owned())
     } else if let Some(h) = sidecar.and_then(|s| s.num_heads) {
@@ -474,6 +535,9 @@ fn infer_config(
         patch,
         img_size,
         prefix_tokens,
+        reg_tokens,
+        no_embed_class,
+        fc_norm,
         qkv_bias,
         layer_scale,
         ln_eps: overrides.ln_eps.unwrap_or(TIMM_LN_EPS),
@@ -487,9 +551,13 @@ struct Grid {
     prefix: usize,
     /// Whether a square `pos_embed` without prefix positions (no_embed_class) may be assumed.
     patch_only_pos: bool,
+    /// Whether to try that layout before the standard one (register models, or the sidecar
+    /// says no_embed_class).
+    prefer_patch_only: bool,
 }
 
-/// Image size from `pos_embed` (plus the sidecar's declared size, if any).
+/// Image size from `pos_embed` (plus the sidecar's declared size, if any), and whether
+/// `pos_embed` has the patch positions only (timm's no_embed_class).
 ///
 /// `pos_embed` is `[1, prefix + M, D]`, or `[1, M, D]` for timm's no_embed_class (padded later).
 /// Without a declared size the two layouts can be confused (a 2×4 grid plus a class token has
@@ -500,8 +568,8 @@ fn infer_img_size(
     grid: &Grid,
     sidecar: Option<&Sidecar>,
     ctx: &Ctx,
-) -> Result<[usize; 2]> {
-    let &Grid { dim, patch, prefix, patch_only_pos } = grid;
+) -> Result<([usize; 2], bool)> {
+    let &Grid { dim, patch, prefix, patch_only_pos, prefer_patch_only } = grid;
     let name = "pos_embed";
     let shape = ctx.shape(tensors, name, "a learned position embedding [1, T, dim] is required")?;
     let positions = match *shape {
@@ -534,7 +602,7 @@ fn infer_img_size(
         let m = (h / patch) * (w / patch);
         // `positions == m`: timm's no_embed_class layout, padded later.
         if positions == m + prefix || positions == m {
-            return Ok([h, w]);
+            return Ok(([h, w], positions == m));
         }
         return Err(pos_error(
             positions.saturating_sub(prefix),
@@ -544,10 +612,15 @@ fn infer_img_size(
     }
     // Standard layout [1, prefix + g², D], else (DeiT-3) no_embed_class [1, g², D].
     let patch_only = patch_only_pos.then_some(positions);
-    for m in [positions.checked_sub(prefix), patch_only].into_iter().flatten() {
+    let mut layouts = [(positions.checked_sub(prefix), false), (patch_only, true)];
+    if prefer_patch_only {
+        layouts.reverse();
+    }
+    for (m, no_embed_class) in layouts {
+        let Some(m) = m else { continue };
         let g = m.isqrt();
         if m > 0 && g * g == m {
-            return Ok([g * patch, g * patch]);
+            return Ok(([g * patch, g * patch], no_embed_class));
         }
     }
     Err(pos_error(
@@ -560,9 +633,8 @@ fn infer_img_size(
 
 /// Rejects timm ViT variants whose extra tensors the graph would silently ignore.
 fn reject_unsupported(tensors: &TensorMap, ctx: &Ctx) -> Result<()> {
-    const FEATURES: [(&str, &str); 8] = [
+    const FEATURES: [(&str, &str); 7] = [
         ("norm_pre.", "a norm before the blocks (CLIP-style pre-norm)"),
-        ("reg_token", "register tokens"),
         ("patch_embed.norm.", "a norm after the patch embedding"),
         (".attn.q_norm.", "query/key normalisation"),
         (".attn.k_norm.", "query/key normalisation"),
@@ -630,6 +702,9 @@ pub(crate) fn expected_shapes(c: &VitConfig) -> Vec<(String, Vec<usize>)> {
     if c.prefix_tokens == 2 {
         out.push(("dist_token".to_owned(), vec![1, 1, d]));
     }
+    if c.reg_tokens > 0 {
+        out.push(("reg_token".to_owned(), vec![1, c.reg_tokens, d]));
+    }
     for i in 0..c.depth {
         let mut block = vec![
             ("norm1.weight", vec![d]),
@@ -653,8 +728,9 @@ pub(crate) fn expected_shapes(c: &VitConfig) -> Vec<(String, Vec<usize>)> {
         }
         out.extend(block.into_iter().map(|(name, shape)| (format!("blocks.{i}.{name}"), shape)));
     }
-    out.push(("norm.weight".to_owned(), vec![d]));
-    out.push(("norm.bias".to_owned(), vec![d]));
+    let norm = if c.fc_norm { "fc_norm" } else { "norm" };
+    out.push((format!("{norm}.weight"), vec![d]));
+    out.push((format!("{norm}.bias"), vec![d]));
     out
 }
 
@@ -672,6 +748,12 @@ fn check_tensors(c: &VitConfig, tensors: &TensorMap, ctx: &Ctx, hint: &str) -> R
             ));
         }
     }
+    if c.reg_tokens == 0 && tensors.contains_key("reg_token") {
+        return Err(ctx.config(
+            "`reg_token` is present but reg_tokens is 0".to_owned(),
+            "set reg_tokens to the number of register tokens",
+        ));
+    }
     if c.prefix_tokens == 1 && tensors.contains_key("dist_token") {
         return Err(ctx.config(
             "`dist_token` is present but prefix_tokens is 1".to_owned(),
@@ -681,11 +763,12 @@ fn check_tensors(c: &VitConfig, tensors: &TensorMap, ctx: &Ctx, hint: &str) -> R
     Ok(())
 }
 
-/// Pads a `[1, M, D]` (no_embed_class) `pos_embed` to `[1, prefix + M, D]` with zero rows.
+/// Pads a `[1, M, D]` (no_embed_class) `pos_embed` to `[1, prefix + M, D]` with zero rows for
+/// the class, distillation and register tokens.
 fn pad_pos_embed(mut tensors: TensorMap, c: &VitConfig) -> TensorMap {
     if let Some((shape, data)) = tensors.get_mut("pos_embed") {
-        if *shape == [1, c.num_patches(), c.dim] && c.prefix_tokens > 0 {
-            let mut padded = vec![0.0; c.prefix_tokens * c.dim];
+        if *shape == [1, c.num_patches(), c.dim] && c.num_prefix() > 0 {
+            let mut padded = vec![0.0; c.num_prefix() * c.dim];
             padded.extend_from_slice(data);
             *data = padded;
             *shape = vec![1, c.num_tokens(), c.dim];

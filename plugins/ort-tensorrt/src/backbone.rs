@@ -172,8 +172,14 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
             if let Some([h, w]) = config.input_size {
                 weights.resample_to([h as usize, w as usize]).map_err(|e| e.to_string())?;
             }
-            let onnx = irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::Tokens)
-                .map_err(|e| e.to_string())?;
+            // Tokens, so that the host pools them as the user chose; an average-pooled (fc_norm)
+            // ViT's descriptor is its own head, fc_norm after the mean, so it comes pooled.
+            let output = if weights.config.fc_norm {
+                irtdb_onnx::GraphOutput::Pooled
+            } else {
+                irtdb_onnx::GraphOutput::Tokens
+            };
+            let onnx = irtdb_onnx::build_vit_onnx(&weights, output).map_err(|e| e.to_string())?;
             Ok(LoadedModel {
                 onnx: Some(onnx),
                 architecture: weights.config.architecture.clone(),
@@ -362,8 +368,9 @@ impl OrtBackbone {
                     Some(p) => p,
                     None => guess_prefix(t).ok_or_else(|| {
                         format!(
-                            "model {path}: output has {t} tokens, which is not a square grid plus 1 \
-                             or 2 prefix tokens; set prefix_tokens in the plugin config"
+                            "model {path}: output has {t} tokens, which is not a square grid plus 1, \
+                             2, 5 or 9 prefix tokens; set prefix_tokens in the plugin config \
+                             (--plugin-config '{{\"prefix_tokens\": N}}')"
                         )
                     })?,
                 };
@@ -469,13 +476,14 @@ fn extract(outputs: &SessionOutputs<'_>, name: &str) -> Result<(Vec<usize>, Vec<
     Ok((s.iter().map(|&d| d as usize).collect(), d.iter().map(|x| x.to_f32()).collect()))
 }
 
-/// 1 + g² tokens → 1 (CLS); 2 + g² → 2 (CLS + distillation).
+/// 1 + g² tokens → 1 (CLS); 2 + g² → 2 (CLS + distillation); 5 + g² or 9 + g² → CLS and 4
+/// or 8 register tokens (DINOv2 with registers exported with its registers).
 fn guess_prefix(tokens: usize) -> Option<usize> {
     let is_square = |m: usize| {
         let g = (m as f64).sqrt().round() as usize;
         m > 0 && g * g == m
     };
-    [1, 2].into_iter().find(|&p| tokens > p && is_square(tokens - p))
+    [1, 2, 5, 9].into_iter().find(|&p| tokens > p && is_square(tokens - p))
 }
 
 impl PluginBackbone for OrtBackbone {
@@ -507,5 +515,7 @@ mod tests {
         assert_eq!(guess_prefix(17), Some(1));
         assert_eq!(guess_prefix(50), Some(1));
         assert_eq!(guess_prefix(100), None);
+        assert_eq!(guess_prefix(5 + 37 * 37), Some(5), "DINOv2 reg4 at 518");
+        assert_eq!(guess_prefix(9 + 16 * 16), Some(9));
     }
 }

@@ -164,7 +164,11 @@ impl TchBackbone {
             let vit = Vit::from_weights(&weights, device)?;
             let c = &weights.config;
             let size = [c.img_size[0] as u32, c.img_size[1] as u32];
-            let output = OutputKind::Tokens { prefix: c.prefix_tokens };
+            let output = if c.fc_norm {
+                OutputKind::Pooled
+            } else {
+                OutputKind::Tokens { prefix: c.prefix_tokens }
+            };
             (Net::Vit(vit), c.architecture.clone(), output, c.dim, size)
         };
         let mut preprocess = Preprocess::imagenet(size[0]);

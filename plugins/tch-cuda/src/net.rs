@@ -26,10 +26,11 @@ impl Net {
     }
 
     /// What the plugin's backbone returns for a batch: a ViT's tokens `[B, prefix + M, D]`
-    /// (the host pools them as the user chose), a ResNet's GeM descriptor `[B, C]`.
+    /// (the host pools them as the user chose) or an average-pooled ViT's own descriptor, a
+    /// ResNet's GeM descriptor `[B, C]`.
     pub fn forward_features(&self, x: &Tensor) -> Tensor {
         match self {
-            Net::Vit(v) => v.forward_tokens(x),
+            Net::Vit(v) => v.forward_features(x),
             Net::ResNet(r) => r.forward_pooled(x),
         }
     }

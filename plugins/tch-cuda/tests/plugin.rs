@@ -122,16 +122,27 @@ fn matches_the_ort_plugin() {
         return;
     }
     let ort_plugin = Plugin::load(&ort).unwrap();
-    // A test size, and a real DeiT layout (224², 12 blocks, distillation token); each also at
-    // other input sizes (`--input-size`: the position embedding resampled in irtdb-onnx).
-    for (name, batch, size) in [
-        ("vit_micro", 5, None),
-        ("vit_micro", 3, Some([24u32, 24u32])),
-        ("vit_micro", 2, Some([48, 40])),
-        ("deit_tiny_distilled_patch16_224", 2, None),
-        ("deit_tiny_distilled_patch16_224", 2, Some([160, 160])),
+    // A test size, and a real DeiT layout (224², 12 blocks, distillation token), DINOv2 with
+    // registers at its native 518² and at 224² (two of its blocks, to keep the test short), and
+    // an average-pooled (fc_norm) ViT; each also at other input sizes (`--input-size`: the
+    // position embedding resampled in irtdb-onnx).
+    let preset = |name: &str| deit_config(name).unwrap();
+    let shallow = |name: &str| VitConfig { depth: 2, ..preset(name) };
+    let gap =
+        VitConfig { fc_norm: true, reg_tokens: 1, no_embed_class: true, ..preset("vit_micro") };
+    for (native, batch, size) in [
+        (preset("vit_micro"), 5, None),
+        (preset("vit_micro"), 3, Some([24u32, 24u32])),
+        (preset("vit_micro"), 2, Some([48, 40])),
+        (preset("deit_tiny_distilled_patch16_224"), 2, None),
+        (preset("deit_tiny_distilled_patch16_224"), 2, Some([160, 160])),
+        (shallow("vit_small_patch14_reg4_dinov2"), 1, None),
+        (shallow("vit_small_patch14_reg4_dinov2"), 2, Some([224, 224])),
+        (shallow("vit_small_patch14_dinov2"), 2, Some([224, 224])),
+        (gap.clone(), 3, None),
+        (gap, 3, Some([40, 40])),
     ] {
-        let native = deit_config(name).unwrap();
+        let name = native.architecture.clone();
         let dir = tempfile::tempdir().unwrap();
         let path = model(dir.path(), &native);
         let mut cfg = native.clone();
@@ -152,8 +163,20 @@ fn matches_the_ort_plugin() {
         assert_eq!(tch_bb.info().output, ort_bb.info().output);
 
         let p = cfg.prefix_tokens;
-        let a = tokens_with_prefix(tch_bb.forward(x.view()).unwrap(), p);
-        let b = tokens_with_prefix(ort_bb.forward(x.view()).unwrap(), p);
+        let (a, b) = (tch_bb.forward(x.view()).unwrap(), ort_bb.forward(x.view()).unwrap());
+        if cfg.fc_norm {
+            // The model's own descriptor, fc_norm(mean of the patches), from both.
+            let (Features::Pooled(a), Features::Pooled(b)) = (a, b) else {
+                panic!("{name}: an fc_norm model's output is pooled")
+            };
+            for i in 0..a.nrows() {
+                let c = cosine(a.row(i), b.row(i));
+                assert!(c >= 0.9999, "{name} image {i}: cosine {c}");
+            }
+            continue;
+        }
+        let a = tokens_with_prefix(a, p);
+        let b = tokens_with_prefix(b, p);
         assert_eq!(a.dim(), b.dim());
         let max = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
         for i in 0..a.dim().0 {

@@ -61,7 +61,7 @@ fn loss_falls_memory_fills_and_checkpoint_round_trips() {
             .unwrap();
     let tokens = reference::forward(&weights, x.as_slice().unwrap(), 16);
     let mut want =
-        Array2::from_shape_vec((16, 32), reference::pool_cls(&weights, &tokens, 16)).unwrap();
+        Array2::from_shape_vec((16, 32), reference::pool(&weights, &tokens, 16)).unwrap();
     for mut row in want.rows_mut() {
         let n = row.dot(&row).sqrt();
         row.mapv_inplace(|v| v / n);
@@ -288,4 +288,62 @@ fn a_resnet_gem_baseline_trains_and_serves() {
         let cos = zr.dot(&pr) / pr.dot(&pr).sqrt();
         assert!(cos > 0.99999, "{cos}");
     }
+}
+
+/// DINOv2 with registers trains, and saves in timm's layout: `reg_token` [1, R, D] and a
+/// `pos_embed` with patch rows only (no_embed_class), which irtdb-onnx reads back to the
+/// trainer's own embeddings.
+#[test]
+fn registers_train_and_save_in_timm_layout() {
+    let cfg = irtdb_onnx::VitConfig {
+        patch: 14,
+        img_size: [28, 28],
+        layer_scale: true,
+        reg_tokens: 4,
+        no_embed_class: true,
+        ..deit_config("vit_micro").unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let start = dir.path().join("start.safetensors");
+    save_safetensors(&start, &random_vit(&cfg, 41)).unwrap();
+    let mut trainer = micro_trainer(&start);
+    let before = {
+        let (x, _) = labelled_batch(&cfg, 42);
+        trainer.embed(x.view()).unwrap()
+    };
+    for s in 0..3 {
+        let (x, y) = labelled_batch(&cfg, 43 + s);
+        let stats = trainer.step(x.view(), &y, 1e-2).unwrap();
+        assert!(stats.loss.is_finite());
+    }
+    let saved = dir.path().join("trained.safetensors");
+    trainer.save_weights(&saved).unwrap();
+    let tensors = safetensors_shapes(&saved);
+    assert_eq!(tensors["reg_token"], [1, 4, 32]);
+    assert_eq!(tensors["pos_embed"], [1, 4, 32], "2x2 patch positions, no prefix rows");
+
+    let weights =
+        VitWeights::load(&saved, &ConfigOverrides { heads: Some(4), ..Default::default() })
+            .unwrap();
+    assert_eq!((weights.config.reg_tokens, weights.config.no_embed_class), (4, true));
+    let (x, _) = labelled_batch(&cfg, 42);
+    let ours = trainer.embed(x.view()).unwrap();
+    let moved = ours.iter().zip(&before).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(moved > 1e-3, "three steps did not change the embeddings ({moved})");
+    let tokens = reference::forward(&weights, x.as_slice().unwrap(), 12);
+    let mut want =
+        Array2::from_shape_vec((12, 32), reference::pool(&weights, &tokens, 12)).unwrap();
+    for mut row in want.rows_mut() {
+        let n = row.dot(&row).sqrt();
+        row.mapv_inplace(|v| v / n);
+    }
+    let max = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(max < 1e-4, "embed vs reference of the saved checkpoint: {max}");
+}
+
+/// Tensor shapes of a safetensors file, read with the safetensors crate (not irtdb-onnx).
+fn safetensors_shapes(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<usize>> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.iter().map(|(name, view)| (name.to_owned(), view.shape().to_vec())).collect()
 }

@@ -159,10 +159,9 @@ fn half_precision_files_load_like_f32() {
 }
 
 #[test]
-fn classifier_heads_and_fc_norm_are_ignored() {
+fn classifier_heads_are_ignored() {
     let cfg = deit_config("vit_micro").unwrap();
     let mut tensors = random_vit(&cfg, 10);
-    tensors.insert("fc_norm.weight".into(), (vec![cfg.dim], vec![1.0; cfg.dim]));
     tensors.insert("head_dist.weight".into(), (vec![10, cfg.dim], vec![0.0; 10 * cfg.dim]));
     let overrides = ConfigOverrides { heads: Some(4), ..Default::default() };
     let loaded = VitWeights::from_tensors(tensors, &overrides).expect("infer");
@@ -190,4 +189,43 @@ fn pos_embed_without_class_position_needs_deit3_or_a_size() {
         save(dir.path(), &tensors, Some(r#"{"pretrained_cfg": {"input_size": [3, 32, 32]}}"#));
     let loaded = VitWeights::load(&path, &heads).expect("size from the sidecar");
     assert_eq!(loaded.tensor("pos_embed").unwrap().0, [1, 17, 32]);
+}
+
+/// DINOv2 checkpoints as timm saves them: without registers `pos_embed` has a class-token row;
+/// with registers (`no_embed_class`) it has patch rows only, and the config says so.
+#[test]
+fn dinov2_checkpoints_are_recognised() {
+    for name in ["vit_small_patch14_dinov2", "vit_small_patch14_reg4_dinov2"] {
+        let cfg = VitConfig { depth: 1, ..deit_config(name).expect("preset") };
+        let tensors = random_vit(&cfg, 21);
+        let positions = tensors["pos_embed"].0[1];
+        assert_eq!(positions, if cfg.reg_tokens > 0 { 37 * 37 } else { 1 + 37 * 37 }, "{name}");
+        let overrides = ConfigOverrides { architecture: Some(name.into()), ..Default::default() };
+        let loaded = VitWeights::from_tensors(tensors, &overrides).expect(name);
+        assert_eq!(loaded.config, cfg, "{name}");
+        assert_eq!(loaded.config.img_size, [518, 518]);
+        // In memory the position embedding has a row for every token (zeros for the prefix)...
+        assert_eq!(loaded.tensor("pos_embed").unwrap().0, [1, cfg.num_tokens(), 384]);
+        // ...and comes back in timm's layout for saving.
+        assert_eq!(loaded.timm_pos_embed().unwrap().0[1], positions);
+    }
+}
+
+#[test]
+fn average_pooled_vit_uses_fc_norm() {
+    let cfg = VitConfig { fc_norm: true, ..deit_config("vit_micro").unwrap() };
+    let heads = ConfigOverrides { heads: Some(4), ..Default::default() };
+    let loaded = VitWeights::from_tensors(random_vit(&cfg, 22), &heads).expect("fc_norm");
+    assert_eq!(loaded.config, VitConfig { architecture: "vit".into(), ..cfg.clone() });
+    // Both norms: not a timm ViT.
+    let mut both = random_vit(&cfg, 22);
+    both.insert("norm.weight".into(), (vec![32], vec![1.0; 32]));
+    both.insert("norm.bias".into(), (vec![32], vec![0.0; 32]));
+    let err = VitWeights::from_tensors(both, &heads).unwrap_err().to_string();
+    assert!(err.contains("both `norm` and `fc_norm`"), "{err}");
+    // No class token (timm class_token=False): refused with the reason.
+    let mut no_cls = random_vit(&cfg, 22);
+    no_cls.remove("cls_token");
+    let err = VitWeights::from_tensors(no_cls, &heads).unwrap_err().to_string();
+    assert!(err.contains("class_token=False"), "{err}");
 }

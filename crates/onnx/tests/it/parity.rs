@@ -26,14 +26,14 @@ fn check(cfg: &VitConfig, std: f32, batch: usize, seed: u64) -> f32 {
     let model = build_vit_onnx(&weights, GraphOutput::Tokens).expect("graph");
     let (out_shape, tokens) =
         run_onnx(&model, INPUT_NAME, shape.clone(), images.clone(), TOKENS_OUTPUT);
-    assert_eq!(out_shape, [batch as i64, cfg.num_tokens() as i64, cfg.dim as i64]);
+    assert_eq!(out_shape, [batch as i64, cfg.output_tokens() as i64, cfg.dim as i64]);
     let tokens_diff = max_abs_diff(&tokens, &expected);
     assert!(tokens_diff <= TOLERANCE, "{}: tokens differ by {tokens_diff}", cfg.architecture);
 
-    let model = build_vit_onnx(&weights, GraphOutput::PooledCls).expect("graph");
+    let model = build_vit_onnx(&weights, GraphOutput::Pooled).expect("graph");
     let (out_shape, pooled) = run_onnx(&model, INPUT_NAME, shape, images, POOLED_OUTPUT);
     assert_eq!(out_shape, [batch as i64, cfg.dim as i64]);
-    let pooled_diff = max_abs_diff(&pooled, &reference::pool_cls(&weights, &expected, batch));
+    let pooled_diff = max_abs_diff(&pooled, &reference::pool(&weights, &expected, batch));
     assert!(pooled_diff <= TOLERANCE, "{}: pooled differs by {pooled_diff}", cfg.architecture);
     println!("{} (std {std}, batch {batch}): max |onnx - reference| = {tokens_diff:e} tokens, {pooled_diff:e} pooled", cfg.architecture);
     tokens_diff.max(pooled_diff)
@@ -73,6 +73,51 @@ fn layer_scale_without_qkv_bias_matches_reference() {
         ..micro()
     };
     check(&cfg, 0.2, 2, 5);
+}
+
+/// DINOv2's shape at test size: patch 14, layer scale, a class-token position.
+fn micro_dinov2(registers: usize) -> VitConfig {
+    VitConfig {
+        architecture: format!("micro_dinov2_reg{registers}"),
+        patch: 14,
+        img_size: [42, 28],
+        layer_scale: true,
+        reg_tokens: registers,
+        no_embed_class: registers > 0,
+        ..micro()
+    }
+}
+
+#[test]
+fn dinov2_with_and_without_registers_matches_reference() {
+    for registers in [0, 4] {
+        check(&micro_dinov2(registers), 0.2, 2, 12);
+    }
+}
+
+#[test]
+fn average_pooled_fc_norm_vit_matches_reference() {
+    let cfg = VitConfig { architecture: "micro_gap".into(), fc_norm: true, ..micro() };
+    check(&cfg, 0.2, 2, 13);
+    let cfg = VitConfig { reg_tokens: 2, no_embed_class: true, ..cfg };
+    check(&cfg, 0.2, 2, 14);
+}
+
+/// Register tokens take part in attention: other register values, other patch tokens (so a
+/// graph that left them out would be caught by the reference comparison).
+#[test]
+fn registers_change_the_output() {
+    let cfg = micro_dinov2(4);
+    let mut tensors = random_vit_with_std(&cfg, 15, 0.2);
+    let a = VitWeights::with_config(cfg.clone(), tensors.clone()).expect("weights");
+    // Not a constant shift: LayerNorm would cancel that.
+    let registers = &mut tensors.get_mut("reg_token").expect("registers").1;
+    registers.iter_mut().enumerate().for_each(|(i, v)| *v += (i % 7) as f32 * 0.3);
+    let b = VitWeights::with_config(cfg.clone(), tensors).expect("weights");
+    let images = random_images(&cfg, 1, 16);
+    let diff =
+        max_abs_diff(&reference::forward(&a, &images, 1), &reference::forward(&b, &images, 1));
+    assert!(diff > 1e-2, "registers had no effect ({diff})");
 }
 
 #[test]
