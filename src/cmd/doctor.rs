@@ -107,6 +107,18 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
 
+    let heif = irtdb_image::heif::libheif_version();
+    checks.push(Check {
+        what: "image formats",
+        ok: heif.is_ok(),
+        required: false,
+        found: match &heif {
+            Ok(v) => format!("JPEG, PNG, WebP, BMP, TIFF, GIF; HEIC/HEIF and AVIF via libheif {v}"),
+            Err(why) => format!("JPEG, PNG, WebP, BMP, TIFF, GIF; no HEIC/AVIF ({why})"),
+        },
+        fix: heif.is_err().then(|| irtdb_image::heif::INSTALL_HINT.to_string()),
+    });
+
     let client = irtdb_hub::Client::from_env();
     let cache = client.cache().root().to_path_buf();
     let cache_ok = writable(&cache);

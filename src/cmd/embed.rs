@@ -13,7 +13,7 @@ use irtdb_image::DecodeLimits;
 /// Example: irtdb embed a.jpg b.png --model deit_small.safetensors --pooling gem --json
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Images to embed (JPEG, PNG, WebP, BMP, TIFF, GIF).
+    /// Images to embed (JPEG, PNG, WebP, BMP, TIFF, GIF; HEIC/HEIF and AVIF with libheif).
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// Plugin name or path to a plugin library.
@@ -62,15 +62,40 @@ pub struct ModelOptions {
     /// itself gets 0-255 pixels; uint8 inputs always do).
     #[arg(long, value_parser = parse_preprocess)]
     pub plugin_config: Option<serde_json::Value>,
+    /// What transparent pixels become before the model sees them: white (the default for new
+    /// collections), black, gray, #rrggbb, or drop (use the colour channels as stored, what
+    /// collections made before this option did). Part of the model's identity.
+    #[arg(long, value_name = "COLOR", value_parser = parse_alpha)]
+    pub alpha_background: Option<irtdb_core::AlphaBackground>,
 }
 
 impl ModelOptions {
     pub fn any(&self) -> bool {
-        self.input_size.is_some() || self.plugin_config.is_some()
+        self.input_size.is_some() || self.plugin_config.is_some() || self.alpha_background.is_some()
     }
     pub fn apply(&self, spec: &mut ModelSpec) {
         spec.set_options(self.input_size, self.plugin_config.as_ref());
+        if let Some(a) = self.alpha_background {
+            with_alpha_background(&mut spec.preprocess, a);
+        }
     }
+}
+
+/// Adds `alpha_background` to preprocessing overrides (where the plugins' preprocessing reads it).
+pub fn with_alpha_background(
+    preprocess: &mut Option<serde_json::Value>,
+    alpha: irtdb_core::AlphaBackground,
+) {
+    let mut obj = match preprocess.take() {
+        Some(serde_json::Value::Object(o)) => o,
+        _ => serde_json::Map::new(),
+    };
+    obj.insert("alpha_background".into(), serde_json::Value::String(alpha.name()));
+    *preprocess = Some(serde_json::Value::Object(obj));
+}
+
+pub fn parse_alpha(s: &str) -> Result<irtdb_core::AlphaBackground, String> {
+    irtdb_core::AlphaBackground::parse(s).map_err(|e| e.to_string())
 }
 
 /// Parses `--input-size`: `N` or `HxW`.

@@ -27,14 +27,15 @@ pub fn run(args: Args) -> Result<()> {
     println!("images     {} ({} embedded, {} failed)", info.images, info.embedded, info.failed);
     if let Some(m) = &info.model {
         println!(
-            "model      {} via {}, {} pooling, {}-d, input {}x{} (crop {})",
+            "model      {} via {}, {} pooling, {}-d, input {}x{} (crop {}, transparency: {})",
             m.architecture,
             m.plugin,
             m.pooling,
             m.dim,
             m.input_size[0],
             m.input_size[1],
-            m.crop_pct
+            m.crop_pct,
+            m.alpha_background
         );
         println!(
             "weights    {} (blake3 {}){}",

@@ -60,7 +60,7 @@ pub struct Args {
     #[arg(long, conflicts_with_all = [
         "plugin", "data", "val_data", "val_fraction", "batch", "per_class", "lr", "warmup",
         "weight_decay", "beta", "lambda", "memory", "eval_every", "checkpoint_every", "seed", "device", "heads",
-        "preprocess", "train_resize", "no_flip", "threads", "input_size",
+        "preprocess", "train_resize", "no_flip", "threads", "input_size", "alpha_background",
     ])]
     resume: bool,
     /// Optimisation steps (default 2000; the paper: 35k for SOP/In-Shop, 2k for CUB).
@@ -117,6 +117,10 @@ pub struct Args {
     /// position embedding is resampled as timm does, and the weights are saved at this size.
     #[arg(long, value_parser = super::embed::parse_size)]
     input_size: Option<[u32; 2]>,
+    /// What transparent pixels become: white (default), black, gray, #rrggbb or drop; recorded
+    /// in the model card, so that collections indexed with the trained model do the same.
+    #[arg(long, value_name = "COLOR", value_parser = super::embed::parse_alpha)]
+    alpha_background: Option<irtdb_core::AlphaBackground>,
     /// Turn off horizontal flips.
     #[arg(long)]
     no_flip: bool,
@@ -177,6 +181,9 @@ pub fn run(args: Args) -> Result<()> {
         o.device = args.device;
         o.heads = args.heads;
         o.preprocess = args.preprocess;
+        if let Some(a) = args.alpha_background {
+            super::embed::with_alpha_background(&mut o.preprocess, a);
+        }
         o.input_size = args.input_size;
         o.train_resize = args.train_resize;
         o.flip = !args.no_flip;

@@ -7,6 +7,7 @@ mod eval;
 mod hub;
 mod hubstand;
 mod onnx_wild;
+mod photos;
 mod plugins;
 mod reliability;
 mod train;

@@ -18,4 +18,4 @@ pub use backbone::{Backbone, BackboneInfo, Features, InputInfo, OutputKind, Step
 pub use error::{Error, Result};
 pub use loss::{Contrastive, KoLeo, Loss};
 pub use pooling::{l2_normalize_rows, Pool, Pooling};
-pub use preprocess::{Interpolation, Preprocess};
+pub use preprocess::{AlphaBackground, Interpolation, Preprocess};

@@ -11,6 +11,101 @@ pub enum Interpolation {
     Nearest,
 }
 
+/// What transparent pixels become before the model sees an image.
+///
+/// An RGBA image's colour channels under transparent pixels are whatever the program that wrote
+/// it left there (often black, sometimes the pixels before a background was erased); dropping the
+/// alpha channel, as PIL's `convert("RGB")` does, lets those invisible values decide the
+/// descriptor. Compositing over a fixed colour makes the descriptor depend on what is visible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AlphaBackground {
+    /// Ignore the alpha channel (the colour channels as stored).
+    Drop,
+    /// Composite over this sRGB colour: `c·a + bg·(1 − a)`.
+    Color([u8; 3]),
+}
+
+impl AlphaBackground {
+    /// The default for new collections: white, the background of product photography (the
+    /// paper's SOP) and of most cut-out images.
+    pub const DEFAULT: Self = AlphaBackground::Color([255, 255, 255]);
+    /// What collections recorded before irtdb composited transparency did.
+    pub const RECORDED_BEFORE: Self = AlphaBackground::Drop;
+
+    /// Parses `drop`, `white`, `black`, `gray`/`grey` (128), `#rgb` or `#rrggbb`.
+    pub fn parse(s: &str) -> crate::Result<Self> {
+        let t = s.trim().to_ascii_lowercase();
+        let hex = |h: &str| u8::from_str_radix(h, 16).ok();
+        let color = match t.as_str() {
+            "drop" | "none" => return Ok(AlphaBackground::Drop),
+            "white" => Some([255, 255, 255]),
+            "black" => Some([0, 0, 0]),
+            "gray" | "grey" => Some([128, 128, 128]),
+            _ => match t.strip_prefix('#') {
+                Some(h) if h.len() == 6 && h.is_ascii() => {
+                    match (hex(&h[0..2]), hex(&h[2..4]), hex(&h[4..6])) {
+                        (Some(r), Some(g), Some(b)) => Some([r, g, b]),
+                        _ => None,
+                    }
+                }
+                Some(h) if h.len() == 3 && h.is_ascii() => {
+                    let d = |i: usize| hex(&h[i..i + 1]).map(|v| v * 17);
+                    match (d(0), d(1), d(2)) {
+                        (Some(r), Some(g), Some(b)) => Some([r, g, b]),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+        };
+        color.map(AlphaBackground::Color).ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "alpha background '{s}': use white, black, gray, #rrggbb, #rgb or drop"
+            ))
+        })
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            AlphaBackground::Drop => "drop".into(),
+            AlphaBackground::Color([255, 255, 255]) => "white".into(),
+            AlphaBackground::Color([0, 0, 0]) => "black".into(),
+            AlphaBackground::Color([r, g, b]) => format!("#{r:02x}{g:02x}{b:02x}"),
+        }
+    }
+
+    fn recorded_before() -> Self {
+        Self::RECORDED_BEFORE
+    }
+}
+
+impl std::fmt::Display for AlphaBackground {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl std::str::FromStr for AlphaBackground {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for AlphaBackground {
+    type Error = crate::Error;
+    fn try_from(s: String) -> crate::Result<Self> {
+        Self::parse(&s)
+    }
+}
+
+impl From<AlphaBackground> for String {
+    fn from(a: AlphaBackground) -> String {
+        a.name()
+    }
+}
+
 /// timm's evaluation transform, recorded with every model so that a query is preprocessed exactly
 /// as the collection was.
 ///
@@ -25,6 +120,10 @@ pub struct Preprocess {
     pub interpolation: Interpolation,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// What transparent pixels become (irtdb's addition, before the resize). Absent in records
+    /// made before irtdb composited transparency, which dropped the alpha channel.
+    #[serde(default = "AlphaBackground::recorded_before")]
+    pub alpha_background: AlphaBackground,
 }
 
 impl Preprocess {
@@ -41,7 +140,14 @@ impl Preprocess {
             interpolation: Interpolation::Bicubic,
             mean: Self::IMAGENET_MEAN,
             std: Self::IMAGENET_STD,
+            alpha_background: AlphaBackground::DEFAULT,
         }
+    }
+
+    /// Whether `other` prepares images the same way, the alpha background aside (which the host
+    /// applies from the collection's record, whatever a plugin's default).
+    pub fn same_apart_from_alpha(&self, other: &Preprocess) -> bool {
+        Preprocess { alpha_background: other.alpha_background, ..self.clone() } == *other
     }
 
     /// Length of the shorter side after the resize step, before the centre crop
@@ -52,7 +158,7 @@ impl Preprocess {
     }
 
     /// Applies a JSON object of overrides: irtdb's keys or timm's `pretrained_cfg` (`mean`, `std`,
-    /// `crop_pct`, `interpolation`; others such as `input_size` are ignored: the size always
+    /// `crop_pct`, `interpolation`, and irtdb's `alpha_background`; others such as `input_size` are ignored: the size always
     /// comes from the model). Wrong types are errors naming the key; the result is validated.
     pub fn apply_overrides(&mut self, overrides: &serde_json::Value) -> crate::Result<()> {
         let bad = |key: &str, e: &dyn std::fmt::Display| {
@@ -71,6 +177,10 @@ impl Preprocess {
                 "interpolation" => {
                     self.interpolation =
                         serde_json::from_value(v.clone()).map_err(|e| bad(k, &e))?
+                }
+                "alpha_background" => {
+                    let s = v.as_str().ok_or_else(|| bad(k, &"must be a string"))?;
+                    self.alpha_background = AlphaBackground::parse(s).map_err(|e| bad(k, &e))?
                 }
                 _ => {}
             }
@@ -127,6 +237,33 @@ mod tests {
         assert!(err.to_string().contains("crop_pct"), "{err}");
         let err = p.apply_overrides(&serde_json::json!({"mean": "grey"})).unwrap_err();
         assert!(err.to_string().contains("preprocess.mean"), "{err}");
+    }
+
+    #[test]
+    fn alpha_background_parses_and_defaults() {
+        for (s, want) in [
+            ("white", AlphaBackground::Color([255; 3])),
+            ("Black", AlphaBackground::Color([0; 3])),
+            ("#808080", AlphaBackground::Color([128; 3])),
+            ("#f0a", AlphaBackground::Color([255, 0, 170])),
+            ("drop", AlphaBackground::Drop),
+        ] {
+            let a = AlphaBackground::parse(s).unwrap();
+            assert_eq!(a, want, "{s}");
+            assert_eq!(AlphaBackground::parse(&a.name()).unwrap(), a);
+        }
+        assert!(AlphaBackground::parse("#12345").unwrap_err().to_string().contains("#rrggbb"));
+        assert!(AlphaBackground::parse("#ééé").is_err());
+        // New records composite on white; records without the key dropped alpha.
+        assert_eq!(Preprocess::imagenet(224).alpha_background, AlphaBackground::DEFAULT);
+        let mut old = serde_json::to_value(Preprocess::imagenet(224)).unwrap();
+        old.as_object_mut().unwrap().remove("alpha_background");
+        let old: Preprocess = serde_json::from_value(old).unwrap();
+        assert_eq!(old.alpha_background, AlphaBackground::Drop);
+        assert!(old.same_apart_from_alpha(&Preprocess::imagenet(224)));
+        let mut p = Preprocess::imagenet(224);
+        p.apply_overrides(&serde_json::json!({"alpha_background": "#000000"})).unwrap();
+        assert_eq!(p.alpha_background, AlphaBackground::Color([0; 3]));
     }
 
     #[test]

@@ -100,7 +100,11 @@ pub fn check_weights(row: &ModelRow, stored: &StoredModel) -> Result<()> {
 /// Fails when a freshly opened backbone differs from what the collection recorded.
 pub fn check_backbone(stored: &StoredModel, now: &BackboneInfo) -> Result<()> {
     let then = &stored.backbone;
-    if then.dim != now.dim || then.output != now.output || then.preprocess != now.preprocess {
+    // The alpha background is applied by the host from the record, whatever a plugin's default.
+    if then.dim != now.dim
+        || then.output != now.output
+        || !then.preprocess.same_apart_from_alpha(&now.preprocess)
+    {
         bail!(
             "the model now describes itself differently from when the collection was indexed \
              (then: {}-d, {:?}, {:?}; now: {}-d, {:?}, {:?}); refusing to mix descriptors",

@@ -11,6 +11,9 @@ use ndarray::{Array2, ArrayView4};
 pub struct Embedder<B: Backbone> {
     pub backbone: B,
     pub pooling: Pool,
+    /// How files are prepared: the backbone's own preprocessing, unless the caller sets the
+    /// collection's record (whose alpha background wins over a plugin's default).
+    pub preprocess: irtdb_core::Preprocess,
 }
 
 impl<B: Backbone> std::fmt::Debug for Embedder<B> {
@@ -24,7 +27,8 @@ impl<B: Backbone> std::fmt::Debug for Embedder<B> {
 
 impl<B: Backbone> Embedder<B> {
     pub fn new(backbone: B, pooling: Pool) -> Self {
-        Self { backbone, pooling }
+        let preprocess = backbone.info().preprocess.clone();
+        Self { backbone, pooling, preprocess }
     }
 
     /// Forward, pool, L2-normalise: `[B, 3, H, W]` → `[B, D]` unit rows.
@@ -52,7 +56,7 @@ pub fn embed_files<B: Backbone>(
     limits: &DecodeLimits,
     mut on_batch: impl FnMut(usize),
 ) -> Result<Vec<EmbedOutcome>> {
-    let preprocess = embedder.backbone.info().preprocess.clone();
+    let preprocess = embedder.preprocess.clone();
     let items: Vec<(usize, PathBuf)> = paths.iter().cloned().enumerate().collect();
     let mut slots: Vec<Option<Result<Vec<f32>>>> = (0..paths.len()).map(|_| None).collect();
     for batch in BatchPipeline::new(items, batch_size.max(1), preprocess, *limits) {

@@ -761,7 +761,9 @@ pub fn embed_cropped<B: Backbone>(
         let arrays = chunk
             .par_iter()
             .map(|(path, bbx)| {
-                let img = irtdb_image::decode_file(path, limits)?.rgb;
+                let img = irtdb_image::decode_file(path, limits)?
+                    .flattened(p.alpha_background)
+                    .into_owned();
                 let img = match bbx {
                     Some(b) => crop_to_box(&img, *b, path)?,
                     None => img,

@@ -36,6 +36,8 @@ pub struct ModelInfo {
     pub dim: usize,
     pub input_size: [u32; 2],
     pub crop_pct: f32,
+    /// What transparent pixels become (`drop` for collections made before irtdb composited).
+    pub alpha_background: irtdb_core::AlphaBackground,
     pub random_weights: bool,
     /// `hf-hub:ORG/NAME@COMMIT` when the weights came from the hub.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,6 +118,7 @@ pub fn run_checked(db: &Path, check: bool) -> Result<Info> {
             dim: stored.backbone.dim,
             input_size: stored.backbone.preprocess.size,
             crop_pct: stored.backbone.preprocess.crop_pct,
+            alpha_background: stored.backbone.preprocess.alpha_background,
             random_weights: row.random_weights,
             hub: stored.spec.hub.as_ref().map(|h| h.pinned()),
             input: stored.backbone.input.clone(),

@@ -162,6 +162,7 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
         timings.model_load_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let mut embedder = Embedder::new(backbone, stored.spec.pooling);
+        embedder.preprocess = stored.backbone.preprocess.clone();
         for o in embed_files(&mut embedder, &files, opts.batch, &DecodeLimits::default(), |_| {})? {
             embedded.insert(o.path, o.result);
         }

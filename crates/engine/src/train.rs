@@ -420,6 +420,7 @@ fn prepare_train_batch(
     it: u64,
 ) -> Result<(Array4<f32>, Vec<Failure>)> {
     let [h, w] = aug.eval.size;
+    let background = aug.eval.alpha_background;
     let plane = 3 * h as usize * w as usize;
     let mut x = Array4::<f32>::zeros((idx.len(), 3, h as usize, w as usize));
     let failures: Vec<Vec<Failure>> = x
@@ -435,7 +436,8 @@ fn prepare_train_batch(
                 let j = class[(start + k) % class.len()];
                 match irtdb_image::decode_file(&set.paths[j], limits) {
                     Ok(img) => {
-                        aug.apply(&img.rgb, aug.draw(mix(seed, it, 1000 + slot as u64)), out);
+                        let rgb = img.flattened(background);
+                        aug.apply(&rgb, aug.draw(mix(seed, it, 1000 + slot as u64)), out);
                         return Ok(failed);
                     }
                     Err(e) => failed.push((set.paths[j].clone(), e.to_string())),

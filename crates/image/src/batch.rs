@@ -61,7 +61,7 @@ fn prepare_into(
     p.validate()
         .map_err(|e| Error::Preprocess { path: path.to_path_buf(), detail: e.to_string() })?;
     let decoded = decode_file(path, limits)?;
-    preprocess(&decoded.rgb, p, out);
+    preprocess(&decoded.flattened(p.alpha_background), p, out);
     Ok(ImageMeta { width: decoded.original_width, height: decoded.original_height })
 }
 

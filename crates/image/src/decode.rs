@@ -6,18 +6,21 @@
 //! pixel buffer is allocated, a decoder panic becomes an error for that file, and every failure is
 //! an [`Error`] naming the file.
 //!
-//! The output is what a user sees in a photo viewer: EXIF orientation is applied. (timm's own
-//! loader, a plain PIL `Image.open`, ignores EXIF orientation; irtdb applies it because a query
-//! photo taken upright should match its gallery twin whatever the camera stored.)
+//! The output is what a user sees in a photo viewer: EXIF orientation is applied (for HEIF/AVIF
+//! the file's own rotation and mirroring, see [`crate::heif`]). (timm's own loader, a plain PIL
+//! `Image.open`, ignores EXIF orientation; irtdb applies it because a query photo taken upright
+//! should match its gallery twin whatever the camera stored.) An alpha channel is kept beside the
+//! colours, for [`DecodedImage::flattened`] to composite as the model's preprocessing says.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Cursor, Seek};
+use std::io::{self, BufRead, BufReader, Cursor, Read, Seek};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use image::error::{ImageError, LimitErrorKind};
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use irtdb_core::AlphaBackground;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -37,14 +40,36 @@ impl Default for DecodeLimits {
     }
 }
 
-/// A decoded image: 8-bit RGB, upright (EXIF orientation applied).
+/// A decoded image: 8-bit RGB, upright (EXIF orientation applied), and its alpha channel if it
+/// has one.
 #[derive(Clone, Debug)]
 pub struct DecodedImage {
+    /// The colour channels as stored (under transparent pixels: whatever the file holds).
     pub rgb: RgbImage,
+    /// Opacity per pixel (255 = opaque), for images with transparency.
+    pub alpha: Option<GrayImage>,
     /// Width of the image as stored, after the EXIF orientation was applied (= `rgb.width()`).
     pub original_width: u32,
     /// Height after the EXIF orientation was applied (= `rgb.height()`).
     pub original_height: u32,
+}
+
+impl DecodedImage {
+    /// The image as the model should see it: composited over `background` (`c·a + bg·(1 − a)`,
+    /// rounded), or the colour channels as stored for [`AlphaBackground::Drop`] or an opaque image.
+    pub fn flattened(&self, background: AlphaBackground) -> std::borrow::Cow<'_, RgbImage> {
+        let (Some(alpha), AlphaBackground::Color(bg)) = (&self.alpha, background) else {
+            return std::borrow::Cow::Borrowed(&self.rgb);
+        };
+        let mut out = self.rgb.clone();
+        for (px, a) in out.pixels_mut().zip(alpha.pixels()) {
+            let a = u32::from(a[0]);
+            for (c, b) in px.0.iter_mut().zip(bg) {
+                *c = ((u32::from(*c) * a + u32::from(b) * (255 - a) + 127) / 255) as u8;
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
 }
 
 /// Decodes the file at `path`; see [`decode_bytes`] for what is accepted and how it is converted.
@@ -59,11 +84,12 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DecodedImage> {
 
 /// Decodes an image held in memory; `name_for_errors` is the file name errors report.
 ///
-/// - Formats: JPEG, PNG, WebP, BMP, TIFF, GIF (first frame), recognised from the content.
+/// - Formats: JPEG, PNG, WebP, BMP, TIFF, GIF (first frame), recognised from the content; HEIF
+///   (HEIC) and AVIF through the system's libheif when it is installed ([`crate::heif`]).
 /// - The EXIF orientation (JPEG, PNG, WebP, TIFF) is applied.
 /// - The result is 8-bit RGB: grayscale is replicated to three channels, 16-bit and float samples
-///   are scaled to 8 bits, CMYK JPEGs are converted by the decoder, and an alpha channel is
-///   **dropped** (not composited over a background), as PIL's `convert("RGB")` does for timm.
+///   are scaled to 8 bits, CMYK JPEGs are converted by the decoder; an alpha channel is returned
+///   separately ([`DecodedImage::alpha`]).
 pub fn decode_bytes(
     bytes: &[u8],
     name_for_errors: &Path,
@@ -104,7 +130,30 @@ fn decode_unguarded<R: BufRead + Seek>(
 ) -> Result<DecodedImage> {
     let reader = ImageReader::new(reader).with_guessed_format().map_err(|e| Error::io(path, e))?;
     match reader.format() {
-        None => Err(Error::NotAnImage { path: path.to_path_buf() }),
+        // The image crate recognises AVIF but is built without its decoder: libheif reads it.
+        None | Some(ImageFormat::Avif) => {
+            // with_guessed_format leaves the reader at the start; look at the brand first, so
+            // that a large file of something else is never read whole.
+            let mut inner = reader.into_inner();
+            let mut head = Vec::with_capacity(12);
+            io::Read::by_ref(&mut inner)
+                .take(12)
+                .read_to_end(&mut head)
+                .map_err(|e| Error::io(path, e))?;
+            if !crate::heif::is_heif(&head) {
+                return Err(Error::NotAnImage { path: path.to_path_buf() });
+            }
+            inner.rewind().map_err(|e| Error::io(path, e))?;
+            let mut data = Vec::new();
+            inner.read_to_end(&mut data).map_err(|e| Error::io(path, e))?;
+            let (rgb, alpha) = crate::heif::decode(&data, path, limits)?;
+            Ok(DecodedImage {
+                original_width: rgb.width(),
+                original_height: rgb.height(),
+                rgb,
+                alpha,
+            })
+        }
         Some(ImageFormat::Jpeg) => {
             // The JPEG decoder reads the whole stream into memory anyway; holding it here as well
             // lets us check that it is complete (see `jpeg_reaches_end`).
@@ -174,8 +223,16 @@ fn decode_with<R: BufRead + Seek>(
     let mut image =
         DynamicImage::from_decoder(decoder).map_err(|e| convert_error(e, path, limits))?;
     image.apply_orientation(orientation);
+    let alpha = image.color().has_alpha().then(|| {
+        let rgba = image.to_rgba8();
+        GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            image::Luma([rgba.get_pixel(x, y)[3]])
+        })
+    });
+    // Fully opaque images need no alpha channel (many PNGs carry one that is all 255).
+    let alpha = alpha.filter(|a| a.pixels().any(|p| p[0] != 255));
     let rgb = image.into_rgb8();
-    Ok(DecodedImage { original_width: rgb.width(), original_height: rgb.height(), rgb })
+    Ok(DecodedImage { original_width: rgb.width(), original_height: rgb.height(), rgb, alpha })
 }
 
 fn convert_error(error: ImageError, path: &Path, limits: &DecodeLimits) -> Error {

@@ -21,7 +21,7 @@ pub enum Error {
 
     /// The content is not in any format irtdb decodes (whatever its extension says).
     #[error(
-        "not an image: {} (unrecognised format; irtdb reads JPEG, PNG, WebP, BMP, TIFF, GIF)",
+        "not an image: {} (unrecognised format; irtdb reads JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC/HEIF, AVIF)",
         path.display()
     )]
     NotAnImage { path: PathBuf },
@@ -95,7 +95,7 @@ mod tests {
             (
                 Error::NotAnImage { path: path.clone() },
                 "not an image: g/a.jpg (unrecognised format; irtdb reads JPEG, PNG, WebP, BMP, \
-                 TIFF, GIF)",
+                 TIFF, GIF, HEIC/HEIF, AVIF)",
             ),
             (
                 Error::Corrupt { path: path.clone(), detail: "bad Huffman code".into() },

@@ -8,7 +8,8 @@
 //!   unreadable places as problems ([`content_hash`] fingerprints a file's bytes).
 //! - [`decode_file`] / [`decode_bytes`]: decode by content (not extension), with pixel and memory
 //!   limits checked from the header before any pixel buffer is allocated, EXIF orientation
-//!   applied, and everything converted to 8-bit RGB.
+//!   applied, and everything converted to 8-bit RGB (plus alpha); HEIC/AVIF through the
+//!   system's libheif ([`heif`]).
 //! - [`preprocess`]: timm's eval transform (resize shorter side, centre crop, normalise).
 //! - [`prepare_batch`] and [`BatchPipeline`]: decode and preprocess in parallel, the pipeline on a
 //!   background thread so that preparing batch n+1 overlaps the model's forward of batch n.
@@ -19,6 +20,7 @@ mod augment;
 mod batch;
 mod decode;
 mod error;
+pub mod heif;
 mod preprocess;
 mod scan;
 
@@ -32,7 +34,8 @@ pub use scan::{content_hash, scan, ScanOptions, ScanResult, ScannedFile};
 /// File extensions (lower case, without the dot) that [`scan`] treats as images.
 ///
 /// The decoder does not trust them: the format is always recognised from the content.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"];
+pub const IMAGE_EXTENSIONS: &[&str] =
+    &["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "heic", "heif", "hif", "avif"];
 
 /// Whether `path` has one of the [`IMAGE_EXTENSIONS`] (case-insensitive).
 pub fn has_image_extension(path: &std::path::Path) -> bool {

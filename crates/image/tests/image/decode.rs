@@ -200,7 +200,7 @@ fn text_file_is_not_an_image() {
     assert_eq!(
         err.to_string(),
         format!(
-            "not an image: {} (unrecognised format; irtdb reads JPEG, PNG, WebP, BMP, TIFF, GIF)",
+            "not an image: {} (unrecognised format; irtdb reads JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC/HEIF, AVIF)",
             path.display()
         )
     );

@@ -174,7 +174,11 @@ fn a_file_as_root_is_listed() {
 
 #[test]
 fn extensions() {
-    assert_eq!(IMAGE_EXTENSIONS, ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]);
+    assert_eq!(
+        IMAGE_EXTENSIONS,
+        ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "heic", "heif", "hif", "avif"]
+    );
+    assert!(has_image_extension(Path::new("IMG_0001.HEIC")));
     assert!(has_image_extension(Path::new("a/B.JPEG")));
     assert!(!has_image_extension(Path::new("a/jpg")));
     assert!(!has_image_extension(Path::new("a/b.jpg.txt")));
