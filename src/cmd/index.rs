@@ -180,8 +180,9 @@ fn print_report(r: &IndexReport, json: bool) -> Result<()> {
         );
     }
     println!(
-        "images     {} scanned: {} added, {} changed, {} removed, {} failed, {} unchanged",
-        r.scanned, r.added, r.changed, r.removed, r.failed, r.unchanged
+        "images     {} scanned: {} added, {} changed, {} removed, {} moved, {} same content, {} \
+         failed, {} unchanged",
+        r.scanned, r.added, r.changed, r.removed, r.moved, r.same_content, r.failed, r.unchanged
     );
     if r.embedded > 0 {
         println!(

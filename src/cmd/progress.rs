@@ -115,6 +115,12 @@ impl Progress for Bar {
     fn embedded(&self, n: u64) {
         self.bar.inc(n);
     }
+    fn scanned(&self, files: u64) {
+        // Big trees only: a line every 10,000 files found.
+        if !self.quiet && files > 0 && files.is_multiple_of(10_000) {
+            self.bar.suspend(|| eprintln!("  {files} image files found so far"));
+        }
+    }
     fn embed_finish(&self) {
         self.bar.finish_and_clear();
     }

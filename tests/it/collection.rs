@@ -324,3 +324,75 @@ fn queries_without_a_collection_say_what_to_do() {
     assert!(err.contains("default model hf-hub:timm/deit_small_patch16_224.fb_in1k"), "{err}");
     assert!(err.contains("cannot reach the hub"), "{err}");
 }
+
+/// Path → (image id, descriptor) from the database itself.
+fn stored(c: &Collection) -> std::collections::HashMap<String, (i64, Vec<f32>)> {
+    let store = irtdb_store::Store::open_existing(&c.db).unwrap();
+    let model = store.models().unwrap()[0].id;
+    store
+        .images()
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| Some((r.path, (r.id, store.descriptor(r.id, model).unwrap()?))))
+        .collect()
+}
+
+#[test]
+fn renamed_folders_and_duplicate_files_keep_their_descriptors() {
+    let c = Collection::new(3, 6);
+    c.index(&[]);
+    let before = stored(&c);
+    // A folder renamed, a file copied into another folder, two new files with the same bytes.
+    std::fs::rename(c.gallery.join("class01"), c.gallery.join("renamed")).unwrap();
+    std::fs::copy(c.gallery.join("class00/000.jpg"), c.gallery.join("class02/dup.jpg")).unwrap();
+    std::fs::create_dir_all(c.gallery.join("twins")).unwrap();
+    write_picture(&c.gallery.join("twins/a.jpg"), 64, 48, 5555);
+    std::fs::copy(c.gallery.join("twins/a.jpg"), c.gallery.join("twins/b.jpg")).unwrap();
+    let r = c.index(&[]);
+    let counts =
+        ["added", "removed", "moved", "same_content", "embedded", "unchanged"].map(|k| n(&r[k]));
+    assert_eq!(counts, [1, 0, 6, 2, 1, 12], "{r:#}");
+
+    let after = stored(&c);
+    assert_eq!(after.len(), 21);
+    for i in 0..6 {
+        let (old, new) = (format!("class01/{i:03}.jpg"), format!("renamed/{i:03}.jpg"));
+        assert_eq!(after[&new], before[&old], "{new}: same row id, same descriptor");
+    }
+    assert_eq!(after["class02/dup.jpg"].1, before["class00/000.jpg"].1);
+    assert_ne!(after["class02/dup.jpg"].0, after["class00/000.jpg"].0, "its own row");
+    assert_eq!(after["twins/b.jpg"].1, after["twins/a.jpg"].1);
+    // Labels follow the folder; the index serves the new paths.
+    let store = irtdb_store::Store::open_existing(&c.db).unwrap();
+    assert_eq!(
+        store.image_by_path("renamed/000.jpg").unwrap().unwrap().label.as_deref(),
+        Some("renamed")
+    );
+    let q = c.query(&["renamed/003.jpg".to_string()], &["--k", "1"]);
+    assert_eq!(q["results"][0]["hits"][0]["path"], "renamed/003.jpg", "{q}");
+    assert_eq!(n(&c.info()["index"]["count"]), 21);
+    let again = c.index(&[]);
+    assert_eq!((n(&again["embedded"]), n(&again["unchanged"])), (0, 21), "{again:#}");
+
+    // A crash after the moves: the rerun finishes the job, nothing lost or doubled.
+    std::fs::rename(c.gallery.join("renamed"), c.gallery.join("again")).unwrap();
+    for i in 0..10 {
+        write_picture(&c.gallery.join(format!("class00/new{i}.jpg")), 64, 48, 9000 + i);
+    }
+    let crashed = c
+        .cmd(&["index", "--dim", "16", "--batch", "4"])
+        .arg(&c.gallery)
+        .arg("--model")
+        .arg(&c.model)
+        .env("IRTDB_FAILPOINT", "abort-after-batch:1")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let r = c.index(&["--batch", "4"]);
+    assert_eq!((n(&r["removed"]), n(&r["embedded"])), (0, 6), "{r:#}");
+    let end = stored(&c);
+    assert_eq!(end.len(), 31);
+    for i in 0..6 {
+        assert_eq!(end[&format!("again/{i:03}.jpg")], before[&format!("class01/{i:03}.jpg")]);
+    }
+}

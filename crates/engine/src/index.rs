@@ -8,7 +8,7 @@
 //! `index_stale` mark ([`collection::META_INDEX_STALE`]), so that the next run rebuilds the PCA
 //! and HNSW even when nothing is left to embed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use irtdb_core::Backbone;
 use irtdb_image::{BatchPipeline, DecodeLimits, ScanOptions, ScannedFile};
 use irtdb_index::{HnswParams, Pca};
-use irtdb_store::{ImageUpdate, Outcome, StatUpdate, Status, Store};
+use irtdb_store::{ImageMove, ImageRow, ImageUpdate, Outcome, StatUpdate, Status, Store};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -43,8 +43,10 @@ pub struct IndexOptions {
 
 /// What an index run reports as it goes. Every method has a no-op default.
 /// Told about an index run's stages, embedding progress and model downloads.
-pub trait Progress: irtdb_hub::Progress {
+pub trait Progress: irtdb_hub::Progress + Sync {
     fn stage(&self, _message: &str) {}
+    /// Image files found so far by the folder scan (called from several threads).
+    fn scanned(&self, _files: u64) {}
     fn embed_start(&self, _total: u64) {}
     fn embedded(&self, _n: u64) {}
     fn embed_finish(&self) {}
@@ -69,6 +71,12 @@ pub struct IndexReport {
     pub added: usize,
     pub changed: usize,
     pub removed: usize,
+    /// Files found at a new path with the content of a vanished one: their row (id and
+    /// descriptor) moved with them, nothing re-embedded.
+    pub moved: usize,
+    /// Files whose content another image of the collection already has: that descriptor was
+    /// copied, nothing re-embedded.
+    pub same_content: usize,
     /// Files that could not be embedded in this run (or before and unchanged since).
     pub failed: usize,
     pub unchanged: usize,
@@ -209,7 +217,9 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
 
     // Scan and diff.
     progress.stage(&format!("scanning {}", root.display()));
-    let scan = irtdb_image::scan(&root, &ScanOptions::default());
+    let scan = irtdb_image::scan_with_progress(&root, &ScanOptions::default(), &|n| {
+        progress.scanned(n as u64)
+    });
     let mut report = IndexReport {
         db: store.path().to_path_buf(),
         root: root.clone(),
@@ -219,65 +229,44 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         scan_problems: scan.problems.clone(),
         ..Default::default()
     };
-    let rows: HashMap<String, irtdb_store::ImageRow> =
-        store.images()?.into_iter().map(|r| (r.path.clone(), r)).collect();
-    let embedded_ids: std::collections::HashSet<i64> =
-        store.descriptors(model_id)?.ids.into_iter().collect();
+    let rows = store.images()?;
+    let embedded_ids: HashSet<i64> = store.descriptor_ids(model_id)?.into_iter().collect();
+    let plan = plan(scan.files, &rows, &embedded_ids, progress);
+    report.unchanged = plan.unchanged;
+    report.failed = plan.failed_before + plan.unreadable.len();
+    report.moved = plan.moves.len();
+    report.same_content = plan.copies.len() + plan.followers.len();
 
-    let mut seen = std::collections::HashSet::new();
-    let mut to_check = Vec::new();
-    for f in scan.files {
-        seen.insert(f.rel_path.clone());
-        match rows.get(&f.rel_path) {
-            Some(r) if r.size == f.size as i64 && r.mtime_ns == f.mtime_ns => match r.status {
-                Status::Ok if embedded_ids.contains(&r.id) => report.unchanged += 1,
-                Status::Failed => report.failed += 1,
-                Status::Ok => to_check.push((f, Some(r))),
-            },
-            r => to_check.push((f, r)),
-        }
+    // Moves first (rows keep their ids and descriptors), then copies of descriptors for files
+    // whose content is already embedded, and only then the deletions: a vanished row can be
+    // the source of a copy. Each step is one transaction; a crash between them leaves a state
+    // that the next run's plan completes.
+    if !plan.moves.is_empty() {
+        store.move_images(&plan.moves)?;
     }
-    let removed: Vec<i64> =
-        rows.values().filter(|r| !seen.contains(&r.path)).map(|r| r.id).collect();
-    if !removed.is_empty() {
+    let by_id: HashMap<i64, &irtdb_store::ImageRow> = rows.iter().map(|r| (r.id, r)).collect();
+    if !plan.copies.is_empty() {
         store.set_meta(META_INDEX_STALE, "1")?;
-        report.removed = store.delete_images(&removed)?;
-    }
-
-    // Hash what may have changed (in parallel); same hash as stored → only the stat changed.
-    progress.stage(&format!("hashing {} new or modified files", to_check.len()));
-    let hashed: Vec<(ScannedFile, Option<&irtdb_store::ImageRow>, Result<String, String>)> =
-        to_check
-            .into_par_iter()
-            .map(|(f, r)| {
-                let h = irtdb_image::content_hash(&f.abs_path).map_err(|e| e.to_string());
-                (f, r, h)
-            })
-            .collect();
-    let mut jobs = Vec::new();
-    let mut stats = Vec::new();
-    let mut unreadable = Vec::new();
-    for (f, r, h) in hashed {
-        match h {
-            Ok(hash) => match r {
-                Some(r)
-                    if r.hash == hash && r.status == Status::Ok && embedded_ids.contains(&r.id) =>
-                {
-                    stats.push(StatUpdate { id: r.id, size: f.size as i64, mtime_ns: f.mtime_ns });
-                    report.unchanged += 1;
-                }
-                r => jobs.push(Job { file: f, hash, existed: r.is_some() }),
-            },
-            // Vanished or unreadable between scan and read: recorded as a failure, run goes on.
-            Err(e) => unreadable.push(update(&f, String::new(), None, Outcome::Failed(e))),
+        let mut updates = Vec::with_capacity(plan.copies.len());
+        for (job, source) in &plan.copies {
+            let vector = store
+                .descriptor(*source, model_id)?
+                .with_context(|| format!("image id {source} lost its descriptor during the run"))?;
+            let size = by_id.get(source).and_then(|r| r.width.zip(r.height));
+            updates.push(update(&job.file, job.hash.clone(), size, Outcome::Embedded(vector)));
         }
+        store.commit_batch(model_id, &updates)?;
     }
-    store.update_stats(&stats)?;
-    if !unreadable.is_empty() {
-        report.failed += unreadable.len();
+    if !plan.removed.is_empty() {
         store.set_meta(META_INDEX_STALE, "1")?;
-        store.commit_batch(model_id, &unreadable)?;
+        report.removed = store.delete_images(&plan.removed)?;
     }
+    store.update_stats(&plan.stats)?;
+    if !plan.unreadable.is_empty() {
+        store.set_meta(META_INDEX_STALE, "1")?;
+        store.commit_batch(model_id, &plan.unreadable)?;
+    }
+    let jobs = plan.jobs;
 
     // Embed in batches, one transaction per batch.
     let total = jobs.len();
@@ -341,11 +330,16 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         report.embed_seconds = t0.elapsed().as_secs_f64();
         report.images_per_second = report.embedded as f64 / report.embed_seconds.max(1e-9);
     }
+    if !plan.followers.is_empty() {
+        store.set_meta(META_INDEX_STALE, "1")?;
+        store.commit_batch(model_id, &follow(&store, model_id, &plan.followers)?)?;
+    }
 
     // PCA and HNSW, unless nothing changed and the current generation still matches.
     // Also when an earlier run changed descriptors and died before recording its generation: its
     // successor finds nothing left to embed, but the current generation is still the old one.
     let descriptors_changed = report.embedded > 0
+        || report.same_content > 0
         || report.removed > 0
         || report.changed > 0
         || store.meta(META_INDEX_STALE)?.as_deref() == Some("1");
@@ -359,7 +353,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         Some((d, w)) => d == wanted_pca && w == opts.whiten,
         None => {
             wanted_pca == 0
-                || store.descriptors(model_id).map(|d| d.ids.len() <= wanted_pca).unwrap_or(false)
+                || store.descriptor_ids(model_id).map(|d| d.len() <= wanted_pca).unwrap_or(false)
         }
     });
     if !descriptors_changed && current_fits {
@@ -438,6 +432,157 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     report.pca = pca.as_ref().map(summary);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What the scan, diffed against the database, asks of this run.
+#[derive(Default)]
+struct Plan {
+    /// Files to embed (new content).
+    jobs: Vec<Job>,
+    /// Files with the same content as a job of this run: they get its outcome afterwards.
+    followers: Vec<Job>,
+    /// Files whose content an embedded image already has: (file, that image's id).
+    copies: Vec<(Job, i64)>,
+    /// Vanished images found again at a new path.
+    moves: Vec<ImageMove>,
+    /// Touched but unchanged files: new size and mtime only.
+    stats: Vec<StatUpdate>,
+    /// Files that could not be read for hashing, recorded as failed.
+    unreadable: Vec<ImageUpdate>,
+    /// Images whose file is gone (and did not move).
+    removed: Vec<i64>,
+    unchanged: usize,
+    /// Files that failed before and have not changed since.
+    failed_before: usize,
+}
+
+/// Diffs the scan against the stored rows. A file whose path, size and mtime are unchanged is
+/// not read. Every other file is hashed (in parallel); then, by content:
+/// the stored hash of its own path → stat update; the hash of a vanished image → that image
+/// moves here (a rename keeps its descriptor); the hash of another embedded image → its
+/// descriptor is copied (a duplicate file is embedded once); the hash of a file already queued
+/// in this run → it follows that file; otherwise → embedded.
+fn plan(
+    files: Vec<ScannedFile>,
+    rows: &[ImageRow],
+    embedded_ids: &HashSet<i64>,
+    progress: &dyn Progress,
+) -> Plan {
+    let mut plan = Plan::default();
+    let by_path: HashMap<&str, &ImageRow> = rows.iter().map(|r| (r.path.as_str(), r)).collect();
+    let is_embedded = |r: &ImageRow| r.status == Status::Ok && embedded_ids.contains(&r.id);
+    let mut seen = HashSet::new();
+    let mut to_check = Vec::new();
+    for f in files {
+        seen.insert(f.rel_path.clone());
+        match by_path.get(f.rel_path.as_str()).copied() {
+            Some(r) if r.size == f.size as i64 && r.mtime_ns == f.mtime_ns => match r.status {
+                Status::Ok if embedded_ids.contains(&r.id) => plan.unchanged += 1,
+                Status::Failed => plan.failed_before += 1,
+                Status::Ok => to_check.push((f, Some(r))),
+            },
+            r => to_check.push((f, r)),
+        }
+    }
+    // Vanished images that may have moved, by content; any embedded image, by content, as the
+    // source of a copy (its stored descriptor describes its stored hash).
+    let mut vanished: HashMap<&str, Vec<i64>> = HashMap::new();
+    let mut gone = Vec::new();
+    for r in rows.iter().filter(|r| !seen.contains(&r.path)) {
+        gone.push(r.id);
+        if is_embedded(r) {
+            vanished.entry(r.hash.as_str()).or_default().push(r.id);
+        }
+    }
+    let mut sources: HashMap<&str, i64> = HashMap::new();
+    for r in rows.iter().filter(|r| is_embedded(r)) {
+        sources.entry(r.hash.as_str()).or_insert(r.id);
+    }
+
+    progress.stage(&format!("hashing {} new or modified files", to_check.len()));
+    let hashed: Vec<(ScannedFile, Option<&ImageRow>, Result<String, String>)> = to_check
+        .into_par_iter()
+        .map(|(f, r)| {
+            let h = irtdb_image::content_hash(&f.abs_path).map_err(|e| e.to_string());
+            (f, r, h)
+        })
+        .collect();
+    let mut moved = HashSet::new();
+    let mut queued = HashSet::new();
+    for (f, r, h) in hashed {
+        let hash = match h {
+            Ok(hash) => hash,
+            // Vanished or unreadable between scan and read: recorded as a failure, run goes on.
+            Err(e) => {
+                plan.unreadable.push(update(&f, String::new(), None, Outcome::Failed(e)));
+                continue;
+            }
+        };
+        if let Some(r) = r.filter(|r| r.hash == hash && is_embedded(r)) {
+            plan.stats.push(StatUpdate { id: r.id, size: f.size as i64, mtime_ns: f.mtime_ns });
+            plan.unchanged += 1;
+            continue;
+        }
+        let existed = r.is_some();
+        if !existed {
+            if let Some(id) = vanished.get_mut(hash.as_str()).and_then(Vec::pop) {
+                moved.insert(id);
+                plan.moves.push(ImageMove {
+                    id,
+                    path: f.rel_path.clone(),
+                    size: f.size as i64,
+                    mtime_ns: f.mtime_ns,
+                    label: f.label.clone(),
+                });
+                continue;
+            }
+        }
+        let source = sources.get(hash.as_str()).copied().filter(|&s| Some(s) != r.map(|r| r.id));
+        let job = Job { file: f, hash, existed };
+        match source {
+            Some(source) => plan.copies.push((job, source)),
+            None if !queued.insert(job.hash.clone()) => plan.followers.push(job),
+            None => plan.jobs.push(job),
+        }
+    }
+    plan.removed = gone.into_iter().filter(|id| !moved.contains(id)).collect();
+    plan
+}
+
+/// The outcomes of files whose content a job of this run had: the descriptor it got, or the
+/// error it failed with (the same bytes fail the same way).
+fn follow(store: &Store, model_id: i64, followers: &[Job]) -> Result<Vec<ImageUpdate>> {
+    let mut out = Vec::with_capacity(followers.len());
+    let wanted: HashSet<&str> = followers.iter().map(|f| f.hash.as_str()).collect();
+    // The stored image with that content (an embedded one if there is one).
+    let mut leaders: HashMap<String, ImageRow> = HashMap::new();
+    for r in store.images()? {
+        if wanted.contains(r.hash.as_str())
+            && leaders.get(&r.hash).is_none_or(|l| l.status != Status::Ok)
+        {
+            leaders.insert(r.hash.clone(), r);
+        }
+    }
+    for f in followers {
+        let leader = leaders.get(f.hash.as_str());
+        let vector = match leader {
+            Some(l) if l.status == Status::Ok => store.descriptor(l.id, model_id)?,
+            _ => None,
+        };
+        let outcome =
+            match (vector, leader) {
+                (Some(v), _) => Outcome::Embedded(v),
+                (None, Some(l)) => Outcome::Failed(l.error.clone().unwrap_or_else(|| {
+                    "a file with the same content could not be embedded".into()
+                })),
+                (None, None) => {
+                    bail!("{}: the file with the same content was not stored", f.file.rel_path)
+                }
+            };
+        let size = leader.and_then(|l| l.width.zip(l.height));
+        out.push(update(&f.file, f.hash.clone(), size, outcome));
+    }
+    Ok(out)
 }
 
 fn summary(p: &Pca) -> PcaSummary {

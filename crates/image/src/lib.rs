@@ -29,7 +29,9 @@ pub use batch::{prepare_batch, prepare_file, BatchPipeline, ImageMeta, PreparedB
 pub use decode::{decode_bytes, decode_file, DecodeLimits, DecodedImage};
 pub use error::{Error, Result};
 pub use preprocess::{preprocess, preprocess_to_array};
-pub use scan::{content_hash, scan, ScanOptions, ScanResult, ScannedFile};
+pub use scan::{
+    content_hash, scan, scan_with_progress, ScanOptions, ScanResult, ScannedFile, PROGRESS_EVERY,
+};
 
 /// File extensions (lower case, without the dot) that [`scan`] treats as images.
 ///

@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use walkdir::WalkDir;
 
@@ -57,6 +58,20 @@ pub struct ScanResult {
 /// case-insensitive). Reads metadata only, never content. Never panics: whatever cannot be read is
 /// listed in [`ScanResult::problems`] and the walk goes on.
 pub fn scan(root: &Path, opts: &ScanOptions) -> ScanResult {
+    scan_with_progress(root, opts, &|_| {})
+}
+
+/// [`scan`], calling `progress(n)` with the number of image files found so far, every
+/// [`PROGRESS_EVERY`] files and once at the end.
+///
+/// The directory walk is sequential (reading a directory returns its entries in bulk, with
+/// their types); the per-file `stat`, one system call per file and the slow part on a cold cache
+/// or a network file system, runs in parallel on rayon's pool.
+pub fn scan_with_progress(
+    root: &Path,
+    opts: &ScanOptions,
+    progress: &(dyn Fn(usize) + Sync),
+) -> ScanResult {
     let mut result = ScanResult::default();
     let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
     let walker = WalkDir::new(root)
@@ -65,6 +80,8 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> ScanResult {
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || opts.include_hidden || !is_hidden(e.file_name()));
 
+    // (path, is a symbolic link) of every entry that may be an image file, in walk order.
+    let mut candidates = Vec::new();
     for entry in walker {
         let entry = match entry {
             Ok(entry) => entry,
@@ -85,70 +102,101 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> ScanResult {
         if entry.file_type().is_dir() || !has_image_extension(entry.path()) {
             continue;
         }
-        // Links are listed by what they point to; a link to a folder is not descended unless
-        // follow_links (then walkdir already reports it as a folder).
-        let metadata = if entry.path_is_symlink() {
-            fs::metadata(entry.path())
-        } else {
-            entry.metadata().map_err(|e| {
-                e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk error"))
-            })
-        };
-        let metadata = match metadata {
-            Ok(m) => m,
-            Err(e) if entry.path_is_symlink() => {
-                result
-                    .problems
-                    .push((entry.path().to_path_buf(), format!("broken symbolic link: {e}")));
-                continue;
-            }
-            Err(e) => {
-                result
-                    .problems
-                    .push((entry.path().to_path_buf(), format!("cannot read metadata: {e}")));
-                continue;
-            }
-        };
-        if !metadata.is_file() {
-            continue;
-        }
-
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let (rel, abs_path) = if rel.as_os_str().is_empty() {
-            // The root itself is a file: list it under its own name.
-            (Path::new(entry.file_name()), abs_root.clone())
-        } else {
-            (rel, abs_root.join(rel))
-        };
-        let mut parts = Vec::new();
-        let mut lossy = false;
-        for component in rel.components() {
-            if let Component::Normal(name) = component {
-                lossy |= name.to_str().is_none();
-                parts.push(name.to_string_lossy().into_owned());
-            }
-        }
-        let rel_path = parts.join("/");
-        if lossy {
-            result.problems.push((
-                entry.path().to_path_buf(),
-                format!("file name is not valid UTF-8; listed as {rel_path:?}"),
-            ));
-        }
-        let label = (parts.len() > 1).then(|| parts[..parts.len() - 1].join("/"));
-        result.files.push(ScannedFile {
-            rel_path,
-            abs_path,
-            size: metadata.len(),
-            mtime_ns: metadata.modified().map(mtime_ns).unwrap_or(0),
-            label,
-        });
+        let is_symlink = entry.path_is_symlink();
+        candidates.push((entry.into_path(), is_symlink));
     }
+
+    let found = std::sync::atomic::AtomicUsize::new(0);
+    let listed: Vec<std::result::Result<Option<Listed>, (PathBuf, String)>> = candidates
+        .into_par_iter()
+        .map(|(path, is_symlink)| {
+            let entry = listed_file(root, &abs_root, &path, is_symlink, opts.follow_links)?;
+            if entry.is_some() {
+                let n = found.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if n.is_multiple_of(PROGRESS_EVERY) {
+                    progress(n);
+                }
+            }
+            Ok(entry)
+        })
+        .collect();
+    for item in listed {
+        match item {
+            Ok(Some((file, lossy))) => {
+                if let Some(problem) = lossy {
+                    result.problems.push(problem);
+                }
+                result.files.push(file);
+            }
+            Ok(None) => {}
+            Err(problem) => result.problems.push(problem),
+        }
+    }
+    progress(result.files.len());
     // Stable: files whose names convert to the same text stay in walk (byte) order.
     result.files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     drop_lossy_twins(&mut result, &abs_root);
     result.problems.sort();
     result
+}
+
+/// How often [`scan_with_progress`] reports.
+pub const PROGRESS_EVERY: usize = 1000;
+
+/// A file found by the walk, and the problem to report if its name is not UTF-8.
+type Listed = (ScannedFile, Option<(PathBuf, String)>);
+
+/// Reads the metadata of one walk entry: the file to list, nothing (not a regular file), or a
+/// problem.
+fn listed_file(
+    root: &Path,
+    abs_root: &Path,
+    path: &Path,
+    is_symlink: bool,
+    follow_links: bool,
+) -> std::result::Result<Option<Listed>, (PathBuf, String)> {
+    // Links are listed by what they point to; a link to a folder is not descended unless
+    // follow_links (then walkdir already reported it as a folder).
+    let metadata =
+        if is_symlink || follow_links { fs::metadata(path) } else { fs::symlink_metadata(path) };
+    let metadata = match metadata {
+        Ok(m) => m,
+        Err(e) if is_symlink => {
+            return Err((path.to_path_buf(), format!("broken symbolic link: {e}")));
+        }
+        Err(e) => return Err((path.to_path_buf(), format!("cannot read metadata: {e}"))),
+    };
+    if !metadata.is_file() {
+        return Ok(None);
+    }
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let (rel, abs_path) = if rel.as_os_str().is_empty() {
+        // The root itself is a file: list it under its own name.
+        (Path::new(path.file_name().unwrap_or_default()), abs_root.to_path_buf())
+    } else {
+        (rel, abs_root.join(rel))
+    };
+    let mut parts = Vec::new();
+    let mut lossy = false;
+    for component in rel.components() {
+        if let Component::Normal(name) = component {
+            lossy |= name.to_str().is_none();
+            parts.push(name.to_string_lossy().into_owned());
+        }
+    }
+    let rel_path = parts.join("/");
+    let problem = lossy.then(|| {
+        (path.to_path_buf(), format!("file name is not valid UTF-8; listed as {rel_path:?}"))
+    });
+    let label = (parts.len() > 1).then(|| parts[..parts.len() - 1].join("/"));
+    let file = ScannedFile {
+        rel_path,
+        abs_path,
+        size: metadata.len(),
+        mtime_ns: metadata.modified().map(mtime_ns).unwrap_or(0),
+        label,
+    };
+    Ok(Some((file, problem)))
 }
 
 /// Two names that differ only in bytes that are not UTF-8 (`a\xfe.jpg`, `a\xff.jpg`) read the

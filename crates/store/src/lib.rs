@@ -40,8 +40,8 @@ pub use crate::store::{
     Store, BUSY_TIMEOUT, META_APP_VERSION, META_COLLECTION_ROOT, META_CREATED_BY,
 };
 pub use crate::types::{
-    Counts, Descriptors, Generation, ImageRow, ImageUpdate, ModelRow, NewGeneration, NewModel,
-    Outcome, PcaRecord, StatUpdate, Status,
+    Counts, Descriptors, Generation, ImageMove, ImageRow, ImageUpdate, ModelRow, NewGeneration,
+    NewModel, Outcome, PcaRecord, StatUpdate, Status,
 };
 
 /// The schema version this build writes: the number of migrations. A test checks that it matches

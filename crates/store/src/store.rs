@@ -14,8 +14,8 @@ use crate::blob::{extend_f32s, f32s_to_blob};
 use crate::error::{Error, Result};
 use crate::lock::{self, WriterLock};
 use crate::types::{
-    Counts, Descriptors, Generation, ImageRow, ImageUpdate, ModelRow, NewGeneration, NewModel,
-    Outcome, PcaRecord, StatUpdate, Status,
+    Counts, Descriptors, Generation, ImageMove, ImageRow, ImageUpdate, ModelRow, NewGeneration,
+    NewModel, Outcome, PcaRecord, StatUpdate, Status,
 };
 use crate::{APP_VERSION, MIGRATIONS, SCHEMA_VERSION};
 
@@ -199,6 +199,34 @@ impl Store {
         stamp(&tx).map_err(Error::at(path, "delete images"))?;
         tx.commit().map_err(Error::at(path, "commit deleted images"))?;
         Ok(deleted)
+    }
+
+    /// Gives images new paths (files moved or renamed, content unchanged) in one transaction:
+    /// each row keeps its id, hash and every model's descriptor; path, label, size and mtime are
+    /// replaced. A new path that another row holds is an error (nothing is moved then).
+    pub fn move_images(&mut self, moves: &[ImageMove]) -> Result<()> {
+        for m in moves {
+            check_rel_path(&m.path, "image path").map_err(|what| self.invalid(what))?;
+        }
+        let path = &self.path;
+        let op = "move images";
+        let tx = self.conn.transaction().map_err(Error::at(path, op))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "UPDATE images SET path = ?2, label = ?3, size = ?4, mtime_ns = ?5, \
+                     updated_at = {NOW} WHERE id = ?1"
+                ))
+                .map_err(Error::at(path, op))?;
+            for m in moves {
+                let err = |cause| {
+                    Error::sqlite(path, format!("move image {} to {}", m.id, m.path), cause)
+                };
+                stmt.execute(params![m.id, m.path, m.label, m.size, m.mtime_ns]).map_err(err)?;
+            }
+        }
+        stamp(&tx).map_err(Error::at(path, op))?;
+        tx.commit().map_err(Error::at(path, "commit moved images"))
     }
 
     /// Records new size and mtime for images whose content did not change, in one transaction.
@@ -420,6 +448,21 @@ impl Store {
             out.ids.push(id);
         }
         Ok(out)
+    }
+
+    /// The ids of the images that have a descriptor for `model_id` (status ok), ascending:
+    /// what [`Store::descriptors`] would return, without reading the vectors.
+    pub fn descriptor_ids(&self, model_id: i64) -> Result<Vec<i64>> {
+        let op = "read descriptor ids";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.image_id FROM descriptors d JOIN images i ON i.id = d.image_id \
+                 WHERE d.model_id = ?1 AND i.status = 'ok' ORDER BY d.image_id",
+            )
+            .map_err(self.err(op))?;
+        let ids = stmt.query_map([model_id], |r| r.get(0)).map_err(self.err(op))?;
+        ids.collect::<rusqlite::Result<_>>().map_err(self.err(op))
     }
 
     /// One image's descriptor for a model.

@@ -82,6 +82,18 @@ pub struct StatUpdate {
     pub mtime_ns: i64,
 }
 
+/// A file that moved: the image row `id` (and its descriptors, for every model) now describes
+/// the file at `path`, for [`crate::Store::move_images`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMove {
+    pub id: i64,
+    /// The new path, relative to the collection root, `/` separated.
+    pub path: String,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub label: Option<String>,
+}
+
 /// A descriptor extractor to register with [`crate::Store::upsert_model`].
 ///
 /// Its identity is (plugin, backbone, weights_hash, config); `weights_path` only records where
