@@ -79,6 +79,20 @@ if [ "$with_tch" -eq 1 ]; then
   [ -d "$root/.deps/libtorch/nvidia" ] && cp -a "$root/.deps/libtorch/nvidia" "$plugins/libtorch/nvidia"
 fi
 
+# HEIC/AVIF photos: irtdb loads the system's libheif at run time. Installed here when missing
+# and the package manager can be used without a password prompt; otherwise said.
+if ! ldconfig -p 2>/dev/null | grep -q 'libheif\.so\.1'; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo -n)
+  if command -v apt-get >/dev/null && "${sudo_cmd[@]}" true 2>/dev/null \
+      && DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends libheif1 >/dev/null; then
+    echo "installed libheif1 (HEIC/AVIF decoding)"
+  else
+    echo "note: libheif is not installed: HEIC/HEIF and AVIF photos will be skipped with a reason;"
+    echo "      install it (Debian/Ubuntu: sudo apt install libheif1; Fedora: sudo dnf install libheif; macOS: brew install libheif)"
+  fi
+fi
+
 echo "installed irtdb into $prefix"
 case ":$PATH:" in
   *":$prefix/bin:"*) ;;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: sets up what the tests need (ONNX Runtime's library and a CPU libtorch, both
-# from PyPI wheels), builds the plugins, and runs every suite offline. Safe to re-run; reuses
+# from PyPI wheels), builds the plugins, runs clippy and rustdoc with warnings denied, and runs
+# every suite offline. Safe to re-run; reuses
 # the cargo and wheel caches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,11 @@ export ORT_DYLIB_PATH="$PWD/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 cargo build --locked -p irtdb-plugin-ort-tensorrt
 (cd plugins/tch-cuda && cargo build --locked)
 status=0
+# Lints and API docs are part of passing: warnings are errors (both workspaces; the CLI's clap
+# help texts are not rustdoc, so only the libraries are documented).
+cargo clippy --locked --workspace --all-targets -- -D warnings || status=$?
+(cd plugins/tch-cuda && cargo clippy --locked --all-targets -- -D warnings) || status=$?
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --workspace --lib || status=$?
 cargo test --locked --workspace --no-fail-fast "$@" || status=$?
 (cd plugins/tch-cuda && cargo test --locked --no-fail-fast) || status=$?
 [ "$status" -eq 0 ] || exit "$status"

@@ -1,7 +1,8 @@
 //! `irtdb train`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -142,7 +143,7 @@ fn parse_size(s: &str) -> Result<[u32; 2], String> {
 
 pub fn run(args: Args) -> Result<()> {
     let bar = TrainBar::new(args.json);
-    stop_on_signals();
+    stop_on_signals()?;
     let report = if args.resume {
         if !args.out.join(RUN_FILE).is_file() {
             bail!(
@@ -176,7 +177,9 @@ pub fn run(args: Args) -> Result<()> {
         o.lambda = args.lambda;
         o.memory = args.memory;
         o.eval_every = args.eval_every.unwrap_or((o.iters / 4).max(1));
-        o.checkpoint_every = args.checkpoint_every.unwrap_or(1000);
+        if let Some(every) = args.checkpoint_every {
+            o.checkpoint_every = every;
+        }
         o.seed = args.seed;
         o.device = args.device;
         o.heads = args.heads;
@@ -207,25 +210,21 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Signals received (SIGINT, SIGTERM). The first asks the run to checkpoint and stop after the
-/// step in flight; a second one exits at once (the previous checkpoint stays valid).
-static SIGNALS: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only async-signal-safe work here: an atomic add and _exit.
-    if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(130) };
-    }
+/// Set by the first SIGINT / SIGTERM: the run checkpoints and stops after the step in flight; a
+/// second one exits at once with status 130 (the previous checkpoint stays valid).
+fn stop_requested() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
-fn stop_on_signals() {
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: installing a handler that only touches an atomic and calls _exit.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
+fn stop_on_signals() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM] {
+        // Order matters: the exit is armed before the flag, so the first signal only sets it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop_requested().clone())?;
+        signal_hook::flag::register(signal, stop_requested().clone())?;
     }
+    Ok(())
 }
 
 fn pct(v: f64) -> String {
@@ -332,7 +331,7 @@ impl TrainProgress for TrainBar {
         self.bar.finish_and_clear();
     }
     fn should_stop(&self) -> bool {
-        let stop = SIGNALS.load(Ordering::SeqCst) > 0;
+        let stop = stop_requested().load(Ordering::SeqCst);
         if stop && !self.quiet {
             self.bar
                 .suspend(|| eprintln!("stopping: saving a checkpoint (Ctrl-C again to quit now)"));

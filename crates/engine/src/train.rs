@@ -92,8 +92,9 @@ pub struct TrainOptions {
     pub memory: Option<usize>,
     /// Evaluate and checkpoint every this many iterations (and at the end).
     pub eval_every: u64,
-    /// Also checkpoint (without evaluating) every this many iterations; 0: only with
-    /// evaluations.
+    /// Also checkpoint (without evaluating) every this many iterations (1000 from
+    /// [`TrainOptions::new`], the CLI's default too); 0: only with evaluations (and runs saved
+    /// before the key existed).
     #[serde(default)]
     pub checkpoint_every: u64,
     pub seed: u64,
@@ -136,7 +137,7 @@ impl TrainOptions {
             lambda: 0.7,
             memory: None,
             eval_every: 500,
-            checkpoint_every: 0,
+            checkpoint_every: 1000,
             seed: 0,
             device: "auto".into(),
             heads: None,
@@ -568,8 +569,7 @@ fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    commit_file(&tmp, path)
 }
 
 /// Copies `src` (weights) and its card to `dst` via a temporary name, so a reader never sees a
@@ -582,8 +582,24 @@ fn publish(src: &Path, dst: &Path) -> Result<()> {
         let tmp = d.with_extension("tmp");
         std::fs::copy(&s, &tmp)
             .with_context(|| format!("copying {} to {}", s.display(), tmp.display()))?;
-        std::fs::rename(&tmp, &d).with_context(|| format!("writing {}", d.display()))?;
+        commit_file(&tmp, &d)?;
     }
+    Ok(())
+}
+
+/// Makes the finished file `tmp` durable and gives it its name: fsync the file, rename it over
+/// `path`, fsync the folder (so that the rename survives a power cut). `run.json` is the commit
+/// point of a training run: after this returns, a crash leaves either the old or the new one.
+fn commit_file(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing the folder {}", dir.display()))?;
     Ok(())
 }
 

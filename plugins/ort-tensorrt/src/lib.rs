@@ -11,7 +11,7 @@
 //! - a timm-named ViT/DeiT `.safetensors` file, turned into an ONNX graph in memory by
 //!   `irtdb-onnx`.
 //!
-//! ONNX Runtime itself is loaded at run time (`ort`'s `load-dynamic`), see [`runtime`].
+//! ONNX Runtime itself is loaded at run time (`ort`'s `load-dynamic`), see the `runtime` module.
 
 mod backbone;
 mod config;
