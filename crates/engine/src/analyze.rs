@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use irtdb_index::{dot, l2_normalise, Pca};
+
+use crate::html::escape;
 use irtdb_store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -312,7 +314,7 @@ fn pick(cumulative: &[u64], r: u64) -> usize {
 
 /// Analyses one collection.
 pub fn analyze_collection(db: &Path, opts: &AnalyzeOptions) -> Result<CollectionAnalysis> {
-    let store = Store::open_existing(&collection::absolute(db))?;
+    let store = Store::open_existing(&db)?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
         bail!(
             "{} has no model yet: index a folder into it first (irtdb index DIR --db …)",
@@ -553,10 +555,6 @@ fn tick_label(v: f64) -> String {
     } else {
         s.to_string()
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 fn svg(chart: &Chart) -> String {

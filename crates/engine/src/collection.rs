@@ -3,7 +3,6 @@
 //! Shared by `index`, `query`, `info` and `reindex`. The database is the source of truth: index
 //! files that are missing or damaged are rebuilt from the stored descriptors and PCA.
 
-use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use irtdb_core::BackboneInfo;
@@ -286,11 +285,3 @@ pub fn load_or_rebuild(
     }
 }
 
-/// Canonical absolute form of a path that may not exist yet (for the database file).
-pub fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
-    }
-}

@@ -24,7 +24,8 @@ fn thumbnail(path: &Path) -> Option<String> {
     ))
 }
 
-fn escape(s: &str) -> String {
+/// Text for HTML and SVG (element content and double-quoted attributes).
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -131,7 +131,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     if !root.is_dir() {
         bail!("cannot index {}: not a folder", root.display());
     }
-    let mut store = Store::open(&collection::absolute(&opts.db))?;
+    let mut store = Store::open(&opts.db)?;
     let _lock = if opts.wait {
         store.lock_writer_waiting(|pid| {
             progress.stage(&match pid {
@@ -621,7 +621,7 @@ pub fn reindex(
     progress: &dyn Progress,
 ) -> Result<IndexReport> {
     let started = Instant::now();
-    let mut store = Store::open_existing(&collection::absolute(db))?;
+    let mut store = Store::open_existing(&db)?;
     let _lock = store.lock_writer(false)?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
         bail!(

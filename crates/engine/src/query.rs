@@ -126,7 +126,7 @@ fn resolve(store: &Store, root: &Path, q: &str) -> Result<Target> {
 
 pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
     let t_open = Instant::now();
-    let mut store = Store::open_existing(&collection::absolute(&opts.db))?;
+    let mut store = Store::open_existing(&opts.db)?;
     let root = store.collection_root()?.unwrap_or_default();
     let Some((row, stored)) = collection::collection_model(&store)? else {
         bail!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
