@@ -254,6 +254,14 @@ fn lost_index_files_are_rebuilt_from_the_database() {
     // And `reindex` rebuilds on demand.
     let r = json(&run_expect(&mut c.cmd(&["reindex", "--json", "--dim", "8"]), 0));
     assert_eq!((r["pca"]["out_dim"].as_u64(), n(&r["indexed"])), (Some(8), 24));
+    // An index re-run with nothing to embed rebuilds missing files (and only then loads them).
+    let same = c.index(&["--dim", "8"]);
+    assert_eq!((same["index_rebuilt"].as_bool(), n(&same["indexed"])), (Some(false), 24));
+    let files: Vec<String> = serde_json::from_value(c.info()["index"]["files"].clone()).unwrap();
+    std::fs::remove_file(c.dir.join(&files[0])).unwrap();
+    let again = c.index(&["--dim", "8"]);
+    assert_eq!((again["index_rebuilt"].as_bool(), n(&again["indexed"])), (Some(true), 24));
+    assert_eq!(c.info()["index"]["files_present"], true);
 }
 
 #[test]

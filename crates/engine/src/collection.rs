@@ -3,7 +3,6 @@
 //! Shared by `index`, `query`, `info` and `reindex`. The database is the source of truth: index
 //! files that are missing or damaged are rebuilt from the stored descriptors and PCA.
 
-
 use anyhow::{bail, Context, Result};
 use irtdb_core::BackboneInfo;
 use irtdb_index::{HnswIndex, HnswParams, Pca};
@@ -250,6 +249,12 @@ fn remove_stray_index_files(store: &Store, db_name: &str, keep: &[String]) {
     }
 }
 
+/// Whether every file of generation `g` exists beside the database (a stat each; contents are
+/// checked when an index is loaded).
+pub fn index_files_present(store: &Store, g: &Generation) -> bool {
+    !g.files.is_empty() && g.files.iter().all(|f| store.dir().join(f).is_file())
+}
+
 /// Loads the current generation's index; if its files are missing or damaged, rebuilds it from
 /// the database (and records the rebuilt files if no other process is writing). Returns the
 /// index and, when it had to be rebuilt, why.
@@ -284,4 +289,3 @@ pub fn load_or_rebuild(
         }
     }
 }
-
