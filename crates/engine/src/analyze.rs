@@ -314,7 +314,7 @@ fn pick(cumulative: &[u64], r: u64) -> usize {
 
 /// Analyses one collection.
 pub fn analyze_collection(db: &Path, opts: &AnalyzeOptions) -> Result<CollectionAnalysis> {
-    let store = Store::open_existing(&db)?;
+    let store = Store::open_existing(db)?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
         bail!(
             "{} has no model yet: index a folder into it first (irtdb index DIR --db …)",

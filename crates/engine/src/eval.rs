@@ -960,7 +960,7 @@ fn add_skip_notes(report: &mut EvalReport) {
 /// Leave-one-out Recall@K ([`DB_KS`]) and MAP@R of a collection's stored descriptors, labels
 /// from the images' folder names, with and without the collection's PCA.
 pub fn run_db(db: &Path) -> Result<EvalReport> {
-    let store = Store::open_existing(&db)?;
+    let store = Store::open_existing(db)?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
         bail!(
             "{} has no model yet: index a folder into it first (irtdb index DIR --db …)",

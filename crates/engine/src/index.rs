@@ -622,7 +622,7 @@ pub fn reindex(
     progress: &dyn Progress,
 ) -> Result<IndexReport> {
     let started = Instant::now();
-    let mut store = Store::open_existing(&db)?;
+    let mut store = Store::open_existing(db)?;
     let _lock = store.lock_writer(false)?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
         bail!(

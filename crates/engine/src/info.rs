@@ -86,7 +86,7 @@ pub fn run(db: &Path) -> Result<Info> {
 /// `foreign_key_check`). Without it, `info` reads only the pages its counts need, so damage
 /// elsewhere in the file goes unnoticed until a command reads there.
 pub fn run_checked(db: &Path, check: bool) -> Result<Info> {
-    let store = Store::open_existing(&db)?;
+    let store = Store::open_existing(db)?;
     if check {
         store.integrity_check()?;
     }
