@@ -26,6 +26,7 @@ pillow_heif.register_heif_opener()
 w, h = 96, 64
 im = Image.new("RGB", (w, h))
 im.putdata([(x * 2, y * 3, x + y) for y in range(h) for x in range(w)])
+im.save("photo.src.png")
 im.save("photo.heic", quality=95)
 im.save("photo.avif", quality=95)
 Image.open("photo.heic").convert("RGB").save("photo.heic.png")
@@ -74,6 +75,17 @@ fn heic_and_avif_decode_like_pillow_with_rotation_and_alpha() {
         // The same bitstream through two decoders: YCbCr → RGB rounding may differ by a step.
         let d = max_diff(&ours.rgb, &theirs);
         assert!(d <= 3, "{name}: max |irtdb − Pillow| = {d}");
+        // And close to the picture that was encoded (lossy at quality 95).
+        let source = png("photo.src.png");
+        let mean = ours
+            .rgb
+            .as_raw()
+            .iter()
+            .zip(source.as_raw())
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
+            / source.as_raw().len() as f64;
+        assert!(mean <= 3.0, "{name}: mean |decoded − source| = {mean}");
     }
     let alpha = decode_file(&dir.join("alpha.heic"), &limits).unwrap();
     let a = alpha.alpha.as_ref().expect("alpha channel");
@@ -136,6 +148,19 @@ fn a_folder_of_heic_and_avif_indexes_and_queries() {
     );
     let r = json(&out);
     assert_eq!((r["added"].as_u64(), r["failed"].as_u64()), (Some(7), Some(0)), "{r}");
+    // The PNG that was encoded finds both its HEIC and its AVIF, at cosine ≥ 0.99.
+    let q = json(&run_expect(
+        irtdb()
+            .args(["query", "--json", "--exact", "--k", "2", "--db"])
+            .arg(&db)
+            .arg(dir.join("photo.src.png")),
+        0,
+    ));
+    let hits = q["results"][0]["hits"].as_array().unwrap();
+    let mut top: Vec<&str> = hits.iter().map(|h| h["path"].as_str().unwrap()).collect();
+    top.sort();
+    assert_eq!(top, ["photo.avif", "photo.heic"], "{q}");
+    assert!(hits.iter().all(|h| h["score"].as_f64().unwrap() >= 0.99), "{q}");
     for (file, twin) in [("photo.heic", "photo.heic.png"), ("rotated.heic", "rotated.heic.png")] {
         let q = json(&run_expect(
             irtdb()
