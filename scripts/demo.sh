@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-onnxruntime.sh
-export ORT_DYLIB_PATH="$PWD/.deps/onnxruntime/libonnxruntime.so.1.32.0"
+export ORT_DYLIB_PATH="$PWD/.deps/onnxruntime/libonnxruntime.so"
 cargo build --release --locked -p irtdb --bin irtdb --example make_gallery
 cargo build --release --locked -p irtdb-plugin-ort-tensorrt
 irtdb=target/release/irtdb

@@ -4,7 +4,7 @@
 #
 #   PREFIX/bin/irtdb
 #   PREFIX/lib/irtdb/plugins/libirtdb_plugin_ort_tensorrt.so   (irtdb looks in ../lib/irtdb/plugins)
-#   PREFIX/lib/irtdb/plugins/libonnxruntime.so.1.32.0          (the ort plugin looks beside itself)
+#   PREFIX/lib/irtdb/plugins/libonnxruntime.so                 (the ort plugin looks beside itself)
 #   PREFIX/lib/irtdb/plugins/libirtdb_plugin_tch_cuda.so       (--with-tch)
 #   PREFIX/lib/irtdb/plugins/libtorch/{lib,nvidia}             (--with-tch; found by the plugin's rpath)
 #
@@ -64,7 +64,7 @@ mkdir -p "$prefix/bin" "$plugins"
 install_file() { cp "$1" "$2.tmp.$$" && chmod "$3" "$2.tmp.$$" && mv -f "$2.tmp.$$" "$2"; }
 install_file "$target/irtdb" "$prefix/bin/irtdb" 755
 install_file "$target/libirtdb_plugin_ort_tensorrt.so" "$plugins/libirtdb_plugin_ort_tensorrt.so" 644
-install_file "$root/.deps/onnxruntime/libonnxruntime.so.1.32.0" "$plugins/libonnxruntime.so.1.32.0" 644
+install_file "$(readlink -f "$root/.deps/onnxruntime/libonnxruntime.so")" "$plugins/libonnxruntime.so" 644
 
 if [ "$with_tch" -eq 1 ]; then
   "$root/scripts/setup-libtorch.sh" "${cuda[@]}"

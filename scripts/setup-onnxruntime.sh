@@ -4,12 +4,16 @@
 # The library comes from the PyPI wheel onnxruntime==1.32.0: pip only downloads the wheel, and
 # the .so is unzipped from it; Python is not needed to use it. irtdb's ort plugin finds it through
 # ORT_DYLIB_PATH, beside the plugin library, or in <data dir>/irtdb/onnxruntime (see README).
+# The version is stated here and in plugins/ort-tensorrt/src/runtime.rs (ONNXRUNTIME_VERSION);
+# scripts and tests use the unversioned link .deps/onnxruntime/libonnxruntime.so.
 set -euo pipefail
 ORT_VERSION=1.32.0
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest="$root/.deps/onnxruntime"
 lib="$dest/libonnxruntime.so.$ORT_VERSION"
 if [ -f "$lib" ]; then
+  # Everything else names the library without its version, through this link.
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$dest/libonnxruntime.so"
   echo "onnxruntime $ORT_VERSION: $lib"
   exit 0
 fi

@@ -9,7 +9,10 @@ scripts/setup-onnxruntime.sh
 scripts/setup-libtorch.sh
 scripts/setup-test-env.sh
 export IRTDB_TEST_PYTHON="$PWD/.deps/venv/bin/python"
-export ORT_DYLIB_PATH="$PWD/.deps/onnxruntime/libonnxruntime.so.1.32.0"
+export ORT_DYLIB_PATH="$PWD/.deps/onnxruntime/libonnxruntime.so"
+# Tests that would skip for want of a peer (the other plugin, a Python module, libheif) fail
+# instead under this command.
+export IRTDB_TEST_STRICT=1
 # The plugins are cdylibs loaded at run time, not linked into anything the tests build. The tch
 # plugin binds one libtorch exactly, so it is its own workspace (see its README); the root
 # suite's training tests load it from plugins/tch-cuda/target/debug.

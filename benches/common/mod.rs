@@ -24,7 +24,7 @@ pub fn setup_ort() -> Result<PathBuf> {
     let lib = match std::env::var_os("ORT_DYLIB_PATH") {
         Some(p) => PathBuf::from(p),
         None => {
-            let p = root().join(".deps/onnxruntime/libonnxruntime.so.1.32.0");
+            let p = root().join(".deps/onnxruntime/libonnxruntime.so");
             // Edition 2021, and no other thread runs yet.
             std::env::set_var("ORT_DYLIB_PATH", &p);
             p

@@ -82,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
                         found: loaded.cloned().unwrap_or_else(|| notes.join("; ")),
                         fix: loaded.is_none().then(|| {
                             format!(
-                                "scripts/install.sh (puts libonnxruntime.so.1.32.0 beside the \
+                                "scripts/install.sh (puts ONNX Runtime's library beside the \
                                  plugin), or set ORT_DYLIB_PATH to it; {} was searched",
                                 path.parent().map(|d| d.display().to_string()).unwrap_or_default()
                             )

@@ -13,7 +13,7 @@ pub fn root() -> PathBuf {
 pub fn ort_lib() -> PathBuf {
     let p = std::env::var_os("ORT_DYLIB_PATH")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".deps/onnxruntime/libonnxruntime.so.1.32.0"));
+        .unwrap_or_else(|| root().join(".deps/onnxruntime/libonnxruntime.so"));
     assert!(
         p.is_file(),
         "ONNX Runtime library not found at {}: run scripts/setup-onnxruntime.sh (the README's test \

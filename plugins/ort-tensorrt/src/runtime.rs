@@ -15,8 +15,19 @@ pub struct Runtime {
     pub library: PathBuf,
 }
 
-const LIB_NAMES: [&str; 3] =
-    ["libonnxruntime.so", "libonnxruntime.so.1", "libonnxruntime.so.1.32.0"];
+/// The ONNX Runtime release this plugin is built and tested against (`ort` 2.0.0-rc.15's API);
+/// scripts/setup-onnxruntime.sh downloads the same one. Everything else names the library
+/// without a version (`libonnxruntime.so`, a link the setup script makes).
+pub const ONNXRUNTIME_VERSION: &str = "1.32.0";
+
+/// The file names looked for in each folder, most general first.
+fn lib_names() -> [String; 3] {
+    [
+        "libonnxruntime.so".into(),
+        "libonnxruntime.so.1".into(),
+        format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"),
+    ]
+}
 
 /// The folder holding this plugin's shared library, found with `dladdr` on one of its symbols.
 fn own_dir() -> Option<PathBuf> {
@@ -44,7 +55,7 @@ pub fn candidates() -> Vec<PathBuf> {
     dirs.extend(own_dir());
     dirs.extend(dirs::data_dir().map(|d| d.join("irtdb").join("onnxruntime")));
     for d in dirs {
-        c.extend(LIB_NAMES.iter().map(|n| d.join(n)));
+        c.extend(lib_names().iter().map(|n| d.join(n)));
     }
     c
 }
@@ -54,13 +65,14 @@ fn init() -> Result<Runtime, String> {
     let Some(library) = candidates.iter().find(|p| p.is_file()).cloned() else {
         return Err(format!(
             "ONNX Runtime library not found; looked in:\n{}\nset ORT_DYLIB_PATH to \
-             libonnxruntime.so.1.32.0 (from the PyPI wheel onnxruntime==1.32.0; \
+             libonnxruntime.so.{v} (from the PyPI wheel onnxruntime=={v}; \
              scripts/setup-onnxruntime.sh fetches it), or put it beside the plugin",
             candidates
                 .iter()
                 .map(|p| format!("  - {}", p.display()))
                 .collect::<Vec<_>>()
-                .join("\n")
+                .join("\n"),
+            v = ONNXRUNTIME_VERSION,
         ));
     };
     let builder = ort::init_from(&library)

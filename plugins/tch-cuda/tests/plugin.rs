@@ -108,7 +108,7 @@ fn matches_the_ort_plugin() {
     let ort = std::env::var_os("IRTDB_ORT_PLUGIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/debug/libirtdb_plugin_ort_tensorrt.so"));
-    let ort_lib = workspace().join(".deps/onnxruntime/libonnxruntime.so.1.32.0");
+    let ort_lib = workspace().join(".deps/onnxruntime/libonnxruntime.so");
     if std::env::var_os("ORT_DYLIB_PATH").is_none() && ort_lib.is_file() {
         // Before the ort plugin loads ONNX Runtime (once, lazily), and before other threads
         // read the environment: this test sets it and nothing else here reads it.
@@ -118,7 +118,11 @@ fn matches_the_ort_plugin() {
         };
     }
     if !ort.is_file() || std::env::var_os("ORT_DYLIB_PATH").is_none() {
-        eprintln!("SKIPPED: no ort-tensorrt plugin at {} or no ORT_DYLIB_PATH", ort.display());
+        // Under the README's test command (which sets IRTDB_TEST_STRICT) a missing peer is a
+        // failure, not a skip; a bare `cargo test` here may lack the root workspace's build.
+        let why = format!("no ort-tensorrt plugin at {} or no ORT_DYLIB_PATH", ort.display());
+        assert!(std::env::var_os("IRTDB_TEST_STRICT").is_none(), "{why}");
+        eprintln!("SKIPPED: {why}");
         return;
     }
     let ort_plugin = Plugin::load(&ort).unwrap();

@@ -13,7 +13,7 @@ fn dylib_path() -> PathBuf {
     let path = match std::env::var_os("ORT_DYLIB_PATH") {
         Some(path) => PathBuf::from(path),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../.deps/onnxruntime/libonnxruntime.so.1.32.0"),
+            .join("../../.deps/onnxruntime/libonnxruntime.so"),
     };
     assert!(
         path.is_file(),
