@@ -1040,13 +1040,19 @@ fn a_second_writer_is_refused_or_queued_while_the_lock_is_held() {
 
     let log = s.dir().join("wait.log");
     let mut waiting = spawn_logged(&mut s.index_cmd(&["--wait"]), &log);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        waiting.try_wait().unwrap().is_none(),
-        "--wait did not wait: {}",
-        std::fs::read_to_string(&log).unwrap()
-    );
-    assert!(std::fs::read_to_string(&log).unwrap().contains("waiting for irtdb"));
+    // Until it says that it waits (the event, not a guess at how long it takes to get there).
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("waiting for irtdb") {
+        let exited = waiting.try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "--wait did not wait: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(t.elapsed() < Duration::from_secs(60), "no 'waiting' line within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(waiting.try_wait().unwrap().is_none(), "it waits while the lock is held");
     drop(lock);
     let status = waiting.wait().unwrap();
     assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());

@@ -361,13 +361,13 @@ fn ctrl_c_checkpoints_and_resume_finishes_the_same_model() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Training has started once the checkpoint folder exists; let it run a little.
+    // The signal handlers are installed before the run makes its checkpoint folder, and the stop
+    // request is polled after every step, so from then on SIGINT stops it after at least one.
     let t = std::time::Instant::now();
     while !stopped.join("checkpoints").is_dir() {
         assert!(t.elapsed().as_secs() < 60, "the run never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
     // SAFETY: sending SIGINT to our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
