@@ -280,7 +280,7 @@ pub fn describe(info: &BackboneInfo) -> String {
 /// Options for [`write_random_model`].
 #[derive(Clone, Debug)]
 pub struct RandomModel {
-    /// A preset of `irtdb_onnx::testing::deit_config` (e.g. `deit_tiny_patch16_224`).
+    /// A preset of `irtdb_onnx::random::deit_config` (e.g. `deit_tiny_patch16_224`).
     pub arch: String,
     pub depth: Option<usize>,
     pub image_size: Option<usize>,
@@ -291,7 +291,7 @@ pub struct RandomModel {
 /// `out.with_extension("json")` (`random_weights: true`, `num_heads`, `preprocess`). Returns the
 /// configuration written.
 pub fn write_random_model(opts: &RandomModel, out: &Path) -> Result<irtdb_onnx::VitConfig> {
-    let Some(mut cfg) = irtdb_onnx::testing::deit_config(&opts.arch) else {
+    let Some(mut cfg) = irtdb_onnx::random::deit_config(&opts.arch) else {
         bail!(
             "unknown architecture '{}': use deit_tiny_patch16_224, deit_small_patch16_224, \
              deit_base_patch16_224 or vit_micro",
@@ -309,8 +309,8 @@ pub fn write_random_model(opts: &RandomModel, out: &Path) -> Result<irtdb_onnx::
         );
         cfg.img_size = [s, s];
     }
-    let tensors = irtdb_onnx::testing::random_vit(&cfg, opts.seed);
-    irtdb_onnx::testing::save_safetensors(out, &tensors)?;
+    let tensors = irtdb_onnx::random::random_vit(&cfg, opts.seed);
+    irtdb_onnx::random::save_safetensors(out, &tensors)?;
     let card = out.with_extension("json");
     let card_json = serde_json::json!({
         "architecture": cfg.architecture,

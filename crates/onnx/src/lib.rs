@@ -11,13 +11,14 @@
 //!    class token (see [`GraphOutput`]).
 //!
 //! [`reference`](mod@reference) is an independent plain-loop forward of the same network, the yardstick the
-//! graph is tested against; [`testing`] makes random timm-named weights for tests anywhere in
-//! the workspace. The model is the one of "Training Vision Transformers for Image Retrieval"
+//! graph is tested against; [`random`] makes random timm-named weights (`irtdb model random`,
+//! benchmarks, tests) and [`testing`] adds fixtures for tests anywhere in the workspace. The model is the one of "Training Vision Transformers for Image Retrieval"
 //! (El-Nouby et al., 2021): a DeiT backbone whose class token is the image descriptor.
 
 mod error;
 mod graph;
 pub mod proto;
+pub mod random;
 pub mod reference;
 pub mod resample;
 pub mod sidecar;
