@@ -729,22 +729,16 @@ fn embed_all<B: Backbone>(
     Ok(data)
 }
 
-/// Crops `img` to `[x1, y1, x2, y2]` (rounded, as PIL's `crop`, and clamped to the image).
-pub fn crop_to_box(img: &image::RgbImage, bbx: [f64; 4], path: &Path) -> Result<image::RgbImage> {
-    let (w, h) = (img.width() as f64, img.height() as f64);
-    let x1 = bbx[0].round().clamp(0.0, w);
-    let y1 = bbx[1].round().clamp(0.0, h);
-    let x2 = bbx[2].round().clamp(0.0, w);
-    let y2 = bbx[3].round().clamp(0.0, h);
-    ensure!(
-        x2 > x1 && y2 > y1,
-        "{}: the query box {bbx:?} does not overlap the {}×{} image",
-        path.display(),
-        img.width(),
-        img.height()
-    );
-    Ok(image::imageops::crop_imm(img, x1 as u32, y1 as u32, (x2 - x1) as u32, (y2 - y1) as u32)
-        .to_image())
+/// Crops a query image to its box, or says why it cannot be.
+fn crop_to_box(img: &image::RgbImage, bbx: [f64; 4], path: &Path) -> Result<image::RgbImage> {
+    irtdb_image::crop_to_box(img, bbx).with_context(|| {
+        format!(
+            "{}: the query box {bbx:?} does not overlap the {}×{} image",
+            path.display(),
+            img.width(),
+            img.height()
+        )
+    })
 }
 
 /// Decodes each file, crops it to its box (if any), preprocesses it with the backbone's own
@@ -755,7 +749,7 @@ pub fn embed_cropped<B: Backbone>(
     batch: usize,
     limits: &DecodeLimits,
 ) -> Result<Vec<f32>> {
-    let p = embedder.backbone.info().preprocess.clone();
+    let p = embedder.preprocess.clone();
     let mut out = Vec::new();
     for chunk in items.chunks(batch.max(1)) {
         let arrays = chunk
@@ -1105,11 +1099,9 @@ mod tests {
     }
 
     #[test]
-    fn crop_rounds_and_clamps() {
-        let img = image::RgbImage::from_fn(10, 8, |x, y| image::Rgb([x as u8, y as u8, 0]));
-        let c = crop_to_box(&img, [1.4, 2.6, 5.5, 20.0], Path::new("q.jpg")).unwrap();
-        assert_eq!((c.width(), c.height()), (5, 5)); // x 1..6, y 3..8
-        assert_eq!(c.get_pixel(0, 0).0, [1, 3, 0]);
-        assert!(crop_to_box(&img, [20.0, 0.0, 30.0, 5.0], Path::new("q.jpg")).is_err());
+    fn a_box_outside_the_image_is_an_error_naming_the_file() {
+        let img = image::RgbImage::new(10, 8);
+        let e = crop_to_box(&img, [20.0, 0.0, 30.0, 5.0], Path::new("q.jpg")).unwrap_err();
+        assert!(e.to_string().contains("q.jpg"), "{e}");
     }
 }

@@ -13,14 +13,10 @@ const THUMB: u32 = 160;
 /// A JPEG thumbnail as a data: URL, or None if the file cannot be read.
 fn thumbnail(path: &Path) -> Option<String> {
     let img = irtdb_image::decode_file(path, &irtdb_image::DecodeLimits::default()).ok()?;
-    // Transparent parts on white, as the page's background.
-    let rgb = img.flattened(irtdb_core::AlphaBackground::Color([255; 3])).into_owned();
-    let thumb = image::DynamicImage::ImageRgb8(rgb).thumbnail(THUMB, THUMB);
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    thumb.write_to(&mut bytes, image::ImageFormat::Jpeg).ok()?;
+    let jpeg = irtdb_image::thumbnail_jpeg(&img, THUMB).ok()?;
     Some(format!(
         "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())
+        base64::engine::general_purpose::STANDARD.encode(jpeg)
     ))
 }
 

@@ -19,6 +19,7 @@
 mod augment;
 mod batch;
 mod decode;
+mod edit;
 mod error;
 pub mod heif;
 mod preprocess;
@@ -27,6 +28,7 @@ mod scan;
 pub use augment::{AugmentDraw, TrainAugment};
 pub use batch::{prepare_batch, prepare_file, BatchPipeline, ImageMeta, PreparedBatch};
 pub use decode::{decode_bytes, decode_file, DecodeLimits, DecodedImage};
+pub use edit::{crop_to_box, thumbnail_jpeg};
 pub use error::{Error, Result};
 pub use preprocess::{preprocess, preprocess_to_array};
 pub use scan::{
