@@ -404,3 +404,18 @@ fn renamed_folders_and_duplicate_files_keep_their_descriptors() {
         assert_eq!(end[&format!("again/{i:03}.jpg")], before[&format!("class01/{i:03}.jpg")]);
     }
 }
+
+/// Identical broken files: one is tried, the other gets the same failure without a decode.
+#[test]
+fn identical_broken_files_share_their_failure() {
+    let c = Collection::new(2, 3);
+    c.index(&[]);
+    std::fs::write(c.gallery.join("class00/bad1.jpg"), b"not a jpeg at all").unwrap();
+    std::fs::write(c.gallery.join("class01/bad2.jpg"), b"not a jpeg at all").unwrap();
+    let r = c.index(&[]);
+    assert_eq!((n(&r["failed"]), n(&r["same_content"]), n(&r["embedded"])), (2, 1, 0), "{r:#}");
+    let store = irtdb_store::Store::open_existing(&c.db).unwrap();
+    let errors: Vec<_> = store.failures().unwrap().into_iter().map(|f| f.error).collect();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0], errors[1], "the same failure");
+}

@@ -332,7 +332,10 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     }
     if !plan.followers.is_empty() {
         store.set_meta(META_INDEX_STALE, "1")?;
-        store.commit_batch(model_id, &follow(&store, model_id, &plan.followers)?)?;
+        let followed = follow(&store, model_id, &plan.followers)?;
+        report.failed +=
+            followed.iter().filter(|u| matches!(u.outcome, Outcome::Failed(_))).count();
+        store.commit_batch(model_id, &followed)?;
     }
 
     // PCA and HNSW, unless nothing changed and the current generation still matches.
@@ -440,8 +443,9 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
 struct Plan {
     /// Files to embed (new content).
     jobs: Vec<Job>,
-    /// Files with the same content as a job of this run: they get its outcome afterwards.
-    followers: Vec<Job>,
+    /// Files with the same content as a job of this run, with that job's path: they get its
+    /// outcome afterwards.
+    followers: Vec<(Job, String)>,
     /// Files whose content an embedded image already has: (file, that image's id).
     copies: Vec<(Job, i64)>,
     /// Vanished images found again at a new path.
@@ -509,7 +513,8 @@ fn plan(
         })
         .collect();
     let mut moved = HashSet::new();
-    let mut queued = HashSet::new();
+    // Content queued for embedding in this run → the path of the file that carries it.
+    let mut queued: HashMap<String, String> = HashMap::new();
     for (f, r, h) in hashed {
         let hash = match h {
             Ok(hash) => hash,
@@ -540,10 +545,16 @@ fn plan(
         }
         let source = sources.get(hash.as_str()).copied().filter(|&s| Some(s) != r.map(|r| r.id));
         let job = Job { file: f, hash, existed };
-        match source {
-            Some(source) => plan.copies.push((job, source)),
-            None if !queued.insert(job.hash.clone()) => plan.followers.push(job),
-            None => plan.jobs.push(job),
+        match (source, queued.get(&job.hash)) {
+            (Some(source), _) => plan.copies.push((job, source)),
+            (None, Some(leader)) => {
+                let leader = leader.clone();
+                plan.followers.push((job, leader));
+            }
+            (None, None) => {
+                queued.insert(job.hash.clone(), job.file.rel_path.clone());
+                plan.jobs.push(job);
+            }
         }
     }
     plan.removed = gone.into_iter().filter(|id| !moved.contains(id)).collect();
@@ -552,35 +563,24 @@ fn plan(
 
 /// The outcomes of files whose content a job of this run had: the descriptor it got, or the
 /// error it failed with (the same bytes fail the same way).
-fn follow(store: &Store, model_id: i64, followers: &[Job]) -> Result<Vec<ImageUpdate>> {
+fn follow(store: &Store, model_id: i64, followers: &[(Job, String)]) -> Result<Vec<ImageUpdate>> {
     let mut out = Vec::with_capacity(followers.len());
-    let wanted: HashSet<&str> = followers.iter().map(|f| f.hash.as_str()).collect();
-    // The stored image with that content (an embedded one if there is one).
-    let mut leaders: HashMap<String, ImageRow> = HashMap::new();
-    for r in store.images()? {
-        if wanted.contains(r.hash.as_str())
-            && leaders.get(&r.hash).is_none_or(|l| l.status != Status::Ok)
-        {
-            leaders.insert(r.hash.clone(), r);
-        }
-    }
-    for f in followers {
-        let leader = leaders.get(f.hash.as_str());
-        let vector = match leader {
-            Some(l) if l.status == Status::Ok => store.descriptor(l.id, model_id)?,
-            _ => None,
+    for (f, leader_path) in followers {
+        let Some(leader) = store.image_by_path(leader_path)? else {
+            bail!("{}: {leader_path}, with the same content, was not stored", f.file.rel_path);
+        };
+        let vector = match leader.status {
+            Status::Ok => store.descriptor(leader.id, model_id)?,
+            Status::Failed => None,
         };
         let outcome =
-            match (vector, leader) {
-                (Some(v), _) => Outcome::Embedded(v),
-                (None, Some(l)) => Outcome::Failed(l.error.clone().unwrap_or_else(|| {
+            match vector {
+                Some(v) => Outcome::Embedded(v),
+                None => Outcome::Failed(leader.error.clone().unwrap_or_else(|| {
                     "a file with the same content could not be embedded".into()
                 })),
-                (None, None) => {
-                    bail!("{}: the file with the same content was not stored", f.file.rel_path)
-                }
             };
-        let size = leader.and_then(|l| l.width.zip(l.height));
+        let size = leader.width.zip(leader.height);
         out.push(update(&f.file, f.hash.clone(), size, outcome));
     }
     Ok(out)
