@@ -223,16 +223,31 @@ fn decode_with<R: BufRead + Seek>(
     let mut image =
         DynamicImage::from_decoder(decoder).map_err(|e| convert_error(e, path, limits))?;
     image.apply_orientation(orientation);
-    let alpha = image.color().has_alpha().then(|| {
-        let rgba = image.to_rgba8();
-        GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-            image::Luma([rgba.get_pixel(x, y)[3]])
-        })
-    });
-    // Fully opaque images need no alpha channel (many PNGs carry one that is all 255).
-    let alpha = alpha.filter(|a| a.pixels().any(|p| p[0] != 255));
-    let rgb = image.into_rgb8();
+    let (rgb, alpha) = if image.color().has_alpha() {
+        split_alpha(image.into_rgba8())
+    } else {
+        (image.into_rgb8(), None)
+    };
     Ok(DecodedImage { original_width: rgb.width(), original_height: rgb.height(), rgb, alpha })
+}
+
+/// The colour channels and, unless every pixel is opaque (many PNGs carry an alpha channel that
+/// is all 255), the alpha channel of an RGBA image, in one pass.
+pub(crate) fn split_alpha(rgba: image::RgbaImage) -> (RgbImage, Option<GrayImage>) {
+    let (w, h) = rgba.dimensions();
+    let pixels = rgba.as_raw();
+    let mut rgb = Vec::with_capacity(pixels.len() / 4 * 3);
+    let mut alpha = Vec::with_capacity(pixels.len() / 4);
+    for px in pixels.chunks_exact(4) {
+        rgb.extend_from_slice(&px[..3]);
+        alpha.push(px[3]);
+    }
+    let rgb = RgbImage::from_raw(w, h, rgb).expect("sized from the image");
+    let alpha = alpha
+        .iter()
+        .any(|&a| a != 255)
+        .then(|| GrayImage::from_raw(w, h, alpha).expect("sized from the image"));
+    (rgb, alpha)
 }
 
 fn convert_error(error: ImageError, path: &Path, limits: &DecodeLimits) -> Error {

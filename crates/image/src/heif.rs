@@ -16,7 +16,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
 use std::sync::OnceLock;
 
-use image::{GrayImage, RgbImage};
+use image::{GrayImage, RgbImage, RgbaImage};
 
 use crate::decode::DecodeLimits;
 use crate::error::{Error, Result};
@@ -162,7 +162,7 @@ impl<T> Drop for Owned<'_, T> {
 }
 
 /// Decodes the primary image of a HEIF/AVIF file: 8-bit RGB, transformations applied, plus the
-/// alpha channel when the image has one. The size is checked against `limits` before decoding.
+/// alpha channel when the image has one that is not all opaque. The size is checked against `limits` before decoding.
 pub(crate) fn decode(
     data: &[u8],
     path: &Path,
@@ -266,23 +266,16 @@ pub(crate) fn decode(
             });
         }
         let bytes = std::slice::from_raw_parts(plane, stride * (ih - 1) + row);
-        let mut rgb = Vec::with_capacity(iw * ih * 3);
-        let mut a = alpha.then(|| Vec::with_capacity(iw * ih));
+        // Rows without libheif's padding.
+        let mut packed = Vec::with_capacity(row * ih);
         for y in 0..ih {
-            let line = &bytes[y * stride..y * stride + row];
-            match a.as_mut() {
-                Some(a) => {
-                    for px in line.chunks_exact(4) {
-                        rgb.extend_from_slice(&px[..3]);
-                        a.push(px[3]);
-                    }
-                }
-                None => rgb.extend_from_slice(line),
-            }
+            packed.extend_from_slice(&bytes[y * stride..y * stride + row]);
         }
         let (iw, ih) = (iw as u32, ih as u32);
-        let rgb = RgbImage::from_raw(iw, ih, rgb).expect("sized above");
-        let alpha = a.map(|a| GrayImage::from_raw(iw, ih, a).expect("sized above"));
-        Ok((rgb, alpha))
+        Ok(if alpha {
+            crate::decode::split_alpha(RgbaImage::from_raw(iw, ih, packed).expect("sized above"))
+        } else {
+            (RgbImage::from_raw(iw, ih, packed).expect("sized above"), None)
+        })
     }
 }
