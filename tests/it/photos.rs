@@ -53,19 +53,22 @@ fn max_diff(a: &image::RgbImage, b: &image::RgbImage) -> u8 {
     a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
 }
 
-#[test]
-fn heic_and_avif_decode_like_pillow_with_rotation_and_alpha() {
+/// A folder with the files of [`MAKE`], or `None` (skipped) without libheif or the test Python.
+fn made_photos() -> Option<tempfile::TempDir> {
     if irtdb_image::heif::libheif_version().is_err() {
         // The test command installs libheif1 (scripts/apt-packages.txt); a bare machine may not.
         assert!(std::env::var_os("IRTDB_TEST_STRICT").is_none(), "libheif is missing");
         eprintln!("skipped: no libheif");
-        return;
+        return None;
     }
     let tmp = tempfile::tempdir().unwrap();
+    python(tmp.path(), MAKE).then_some(tmp)
+}
+
+#[test]
+fn heic_and_avif_decode_like_pillow_with_rotation_and_alpha() {
+    let Some(tmp) = made_photos() else { return };
     let dir = tmp.path();
-    if !python(dir, MAKE) {
-        return;
-    }
     let limits = DecodeLimits::default();
     let png = |name: &str| image::open(dir.join(name)).unwrap().to_rgb8();
     for name in ["photo.heic", "photo.avif"] {
@@ -118,16 +121,8 @@ fn heic_and_avif_decode_like_pillow_with_rotation_and_alpha() {
 /// own PNG twin (Pillow's decode of it) first.
 #[test]
 fn a_folder_of_heic_and_avif_indexes_and_queries() {
-    if irtdb_image::heif::libheif_version().is_err() {
-        assert!(std::env::var_os("IRTDB_TEST_STRICT").is_none(), "libheif is missing");
-        eprintln!("skipped: no libheif");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = made_photos() else { return };
     let dir = tmp.path();
-    if !python(dir, MAKE) {
-        return;
-    }
     let gallery = dir.join("gallery");
     std::fs::create_dir_all(&gallery).unwrap();
     for f in ["photo.heic", "photo.avif", "rotated.heic"] {
