@@ -36,8 +36,6 @@ for t in $targets; do
   mkdir -p "fuzz/work/$t"
   echo "== $t: ${seconds}s"
   leaks=1
-  # HnswIndex::load leaks hnsw_rs's small HnswIo on purpose (see crates/index/src/hnsw.rs).
-  [ "$t" = hnsw_load ] && leaks=0
   # Memory limits: the targets' decode limits keep honest inputs far below these; one bigger
   # allocation is a finding (a size taken from the input without a bound).
   ASAN_OPTIONS="detect_leaks=$leaks" "${cargo[@]}" run --fuzz-dir fuzz "$t" "fuzz/work/$t" \

@@ -61,6 +61,9 @@ fn vits() {
         qkv_bias: true,
         layer_scale: false,
         ln_eps: 1e-6,
+        reg_tokens: 0,
+        no_embed_class: false,
+        fc_norm: false,
     };
     let variants = [
         ("tiny_f32.safetensors", tiny.clone(), StoreDtype::F32),
@@ -85,16 +88,15 @@ fn hnsw() {
     let ids: Vec<i64> = (1..=n as i64).collect();
     let index =
         HnswIndex::build(&data, dim, &ids, &HnswParams { m: 4, ..Default::default() }).unwrap();
-    index.save(tmp.path(), "f.db.hnsw-1").unwrap();
-    let read = |ext: &str| std::fs::read(tmp.path().join(format!("f.db.hnsw-1.{ext}"))).unwrap();
-    let (meta, graph, data) = (read("irtdb-hnsw"), read("hnsw.graph"), read("hnsw.data"));
-    let with_len = |b: &[u8]| [&(b.len() as u16).to_le_bytes()[..], b].concat();
-    // Mode 0: the three files as they are.
-    let raw = [&[0u8][..], &with_len(&meta), &with_len(&graph), &data].concat();
-    std::fs::write(dir.join("raw"), raw).unwrap();
-    // Mode 1: graph and data, with a header made for them (dim, distance, m, count).
-    let vouched = [&[1u8, dim as u8, 1, 4, n as u8][..], &with_len(&graph), &data].concat();
-    std::fs::write(dir.join("vouched"), vouched).unwrap();
+    let mut gone = index;
+    gone.remove(&[2]);
+    gone.save(tmp.path(), "f.db.hnsw-1").unwrap();
+    let file = std::fs::read(tmp.path().join("f.db.hnsw-1.irtdb-hnsw")).unwrap();
+    // Mode 0: the file as it is.
+    std::fs::write(dir.join("raw"), [&[0u8][..], &file].concat()).unwrap();
+    // Mode 1: the file without its checksum (the target appends a valid one).
+    let body = &file[..file.len() - 32];
+    std::fs::write(dir.join("checksummed"), [&[1u8][..], body].concat()).unwrap();
 }
 
 fn main() {

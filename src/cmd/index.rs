@@ -201,12 +201,18 @@ fn print_report(r: &IndexReport, json: bool) -> Result<()> {
         (None, Some(why)) => println!("pca        none: {why}"),
         (None, None) => {}
     }
-    println!(
-        "index      HNSW over {} vectors of {} dimensions{}",
-        r.indexed,
-        r.index_dim,
-        if r.index_rebuilt { " (rebuilt)" } else { "" }
-    );
+    let how = match &r.index_update {
+        Some(u) => format!(
+            " (updated in place: {} inserted, {} replaced, {} removed{})",
+            u.stats.added,
+            u.stats.changed,
+            u.stats.removed,
+            if u.compacted { "; compacted" } else { "" }
+        ),
+        None if r.index_rebuilt => " (rebuilt)".into(),
+        None => String::new(),
+    };
+    println!("index      HNSW over {} vectors of {} dimensions{how}", r.indexed, r.index_dim);
     for (p, why) in &r.scan_problems {
         println!("skipped    {}: {why}", p.display());
     }

@@ -247,7 +247,7 @@ fn lost_index_files_are_rebuilt_from_the_database() {
     assert_eq!(c.info()["index"]["files_present"], true);
     // Damaged files too.
     let files: Vec<String> = serde_json::from_value(c.info()["index"]["files"].clone()).unwrap();
-    let graph = files.iter().find(|f| f.ends_with(".hnsw.graph")).unwrap();
+    let graph = files.iter().find(|f| f.ends_with(".irtdb-hnsw")).unwrap();
     std::fs::write(c.dir.join(graph), b"garbage").unwrap();
     let q = c.query(&["class00/000.jpg".into()], &["--k", "3"]);
     assert_eq!(q["results"][0]["hits"][0]["path"], "class00/000.jpg");
@@ -418,4 +418,45 @@ fn identical_broken_files_share_their_failure() {
     let errors: Vec<_> = store.failures().unwrap().into_iter().map(|f| f.error).collect();
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0], errors[1], "the same failure");
+}
+
+/// A small change to the collection updates the index in place (the current PCA kept, new
+/// images inserted into the graph, removed ones tombstoned); once the changes since the PCA fit
+/// pass a fifth of the collection, the PCA is refitted and the index rebuilt.
+#[test]
+fn small_changes_update_the_index_in_place() {
+    let c = Collection::new(4, 20);
+    let first = c.index(&[]);
+    assert!(first["index_update"].is_null(), "{first:#}");
+    let explained = first["pca"]["explained"].as_f64().unwrap();
+    write_picture(&c.gallery.join("class00/new-a.jpg"), 64, 48, 90_001);
+    write_picture(&c.gallery.join("class01/new-b.jpg"), 64, 48, 90_002);
+    std::fs::remove_file(c.gallery.join("class02/005.jpg")).unwrap();
+    let r = c.index(&[]);
+    let u = &r["index_update"];
+    assert_eq!((n(&u["added"]), n(&u["removed"]), n(&u["changed"])), (2, 1, 0), "{r:#}");
+    assert_eq!(u["compacted"], false);
+    assert_eq!(r["pca"]["explained"].as_f64(), Some(explained), "the PCA was refitted: {r:#}");
+    assert_eq!(n(&r["indexed"]), 81);
+    // Every image finds itself through the updated graph, the removed one is gone, and the
+    // answers agree with exact search.
+    let queries: Vec<String> = c.ids().iter().map(|id| format!("id:{id}")).collect();
+    let approx = c.query(&queries, &["--k", "5"]);
+    let exact = c.query(&queries, &["--k", "5", "--exact"]);
+    for (a, e) in
+        approx["results"].as_array().unwrap().iter().zip(exact["results"].as_array().unwrap())
+    {
+        assert_eq!(hits(a)[0].0, hits(e)[0].0, "{a:#}");
+        assert!(a["hits"].as_array().unwrap().iter().all(|h| h["path"] != "class02/005.jpg"));
+    }
+    let new = c.query(&[c.gallery.join("class01/new-b.jpg").display().to_string()], &["--k", "1"]);
+    assert_eq!(new["results"][0]["hits"][0]["path"], "class01/new-b.jpg");
+    // Many more changes: past the refit fraction, a full refit and rebuild.
+    for i in 0..16 {
+        write_picture(&c.gallery.join(format!("class03/more-{i}.jpg")), 64, 48, 91_000 + i);
+    }
+    let big = c.index(&[]);
+    assert!(big["index_update"].is_null(), "{big:#}");
+    assert_ne!(big["pca"]["explained"].as_f64(), Some(explained));
+    assert_eq!(n(&big["indexed"]), 97);
 }

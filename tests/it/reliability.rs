@@ -286,6 +286,7 @@ impl Watched {
             ("hashing", "hash+embed"),
             ("fitting PCA", "pca"),
             ("building HNSW", "hnsw"),
+            ("updating the index", "update"),
         ] {
             if line.starts_with(prefix) {
                 return stage.into();
@@ -374,8 +375,9 @@ fn index_killed_at_random_moments_never_corrupts_and_resumes() {
         if fresh {
             s.remove_db();
         } else if check_database(&s.db).generation.is_some_and(|(_, c)| c == gallery_size) {
-            // Complete already: change 8 images so that this run re-embeds, refits the PCA and
-            // writes a new generation while the previous one is current.
+            // Complete already: change 8 images so that this run re-embeds, updates the index
+            // (or refits the PCA and rebuilds it) and writes a new generation while the previous
+            // one is current.
             rewrites += 1;
             let class = rng.random_range(0..6);
             add_pictures(&s.gallery, class, 1, 8, 100_000 * rewrites);
@@ -406,7 +408,7 @@ fn index_killed_at_random_moments_never_corrupts_and_resumes() {
         if stage == "embed" && after.ok > 0 && (after.ok as usize) < gallery_size {
             partial_embeds += 1;
         }
-        if before.generation.is_some() && matches!(stage.as_str(), "pca" | "hnsw") {
+        if before.generation.is_some() && matches!(stage.as_str(), "pca" | "hnsw" | "update") {
             with_previous_generation += 1;
         }
         stray_max = stray_max.max(after.stray_files);

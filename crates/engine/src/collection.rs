@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use irtdb_core::BackboneInfo;
-use irtdb_index::{HnswIndex, HnswParams, Pca};
+use irtdb_index::{HnswIndex, HnswParams, Pca, UpdateStats};
 use irtdb_store::{Generation, ModelRow, NewGeneration, NewModel, PcaRecord, Store};
 use serde::{Deserialize, Serialize};
 
@@ -193,20 +193,61 @@ pub fn build_and_record(
     params: &HnswParams,
 ) -> Result<(i64, HnswIndex)> {
     let index = HnswIndex::build(&v.data, v.dim, &v.ids, params)?;
+    let lineage = Lineage { pca_fit_n: v.ids.len(), changes_since_fit: 0 };
+    let id = record_index(store, model_id, pca_id, &index, lineage)?;
+    Ok((id, index))
+}
+
+/// How far a generation has drifted from the PCA it projects with: the PCA was fitted on
+/// `pca_fit_n` descriptors, and `changes_since_fit` descriptors were added, changed or removed
+/// by incremental updates since. Recorded with each generation.
+#[derive(Clone, Copy, Debug)]
+pub struct Lineage {
+    pub pca_fit_n: usize,
+    pub changes_since_fit: usize,
+}
+
+/// Incremental updates keep the current PCA until the descriptors that changed since it was
+/// fitted reach this fraction of the ones it was fitted on; then `index` refits and rebuilds.
+pub const REFIT_FRACTION: f64 = 0.2;
+
+/// Writes `index` beside the database under a new basename and records it as the current
+/// generation (only after the file is durable). Old generations' files are removed.
+pub fn record_index(
+    store: &mut Store,
+    model_id: i64,
+    pca_id: Option<i64>,
+    index: &HnswIndex,
+    lineage: Lineage,
+) -> Result<i64> {
     let stamp =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let db_name =
         store.path().file_name().and_then(|n| n.to_str()).unwrap_or("irtdb.db").to_string();
-    let basename = format!("{db_name}.hnsw-{}", stamp.as_millis());
-    let files = index.save(store.dir(), &basename)?;
     let old: Vec<Generation> = store.generations(model_id)?;
+    // A fresh name per generation (never the current one's, even within a millisecond).
+    let mut millis = stamp.as_millis();
+    let basename = loop {
+        let b = format!("{db_name}.hnsw-{millis}");
+        if !old.iter().any(|g| hnsw_basename(g).is_ok_and(|o| o == b)) {
+            break b;
+        }
+        millis += 1;
+    };
+    let files = index.save(store.dir(), &basename)?;
     let recorded = store.record_generation(&NewGeneration {
         model_id,
         pca_id,
         kind: "hnsw".into(),
-        params: serde_json::json!({ "basename": basename, "hnsw": params, "dim": v.dim }),
+        params: serde_json::json!({
+            "basename": basename,
+            "hnsw": index.params(),
+            "dim": index.dim(),
+            "pca_fit_n": lineage.pca_fit_n,
+            "changes_since_fit": lineage.changes_since_fit,
+        }),
         files: files.clone(),
-        count: v.ids.len(),
+        count: index.len(),
     });
     let id = match recorded {
         Ok(id) => id,
@@ -228,7 +269,62 @@ pub fn build_and_record(
         }
     }
     remove_stray_index_files(store, &db_name, &files);
-    Ok((id, index))
+    Ok(id)
+}
+
+/// What [`update_in_place`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexUpdate {
+    #[serde(flatten)]
+    pub stats: UpdateStats,
+    /// Tombstones had passed [`irtdb_index::COMPACT_FRACTION`]; the graph was rebuilt from the
+    /// live vectors (same PCA).
+    pub compacted: bool,
+}
+
+/// Brings the current generation `g` up to the database's descriptors without refitting PCA or
+/// rebuilding the graph: vectors are projected with `g`'s PCA, and the index file is loaded and
+/// updated (removed ids tombstoned, new and changed ones inserted), then saved as a new
+/// generation. Returns `None`, having changed nothing, when a full refit and rebuild is due
+/// instead: the build parameters differ, the index file does not load, or the descriptors
+/// changed since the PCA fit would pass [`REFIT_FRACTION`].
+pub fn update_in_place(
+    store: &mut Store,
+    model_id: i64,
+    g: &Generation,
+    params: &HnswParams,
+) -> Result<Option<(HnswIndex, IndexUpdate)>> {
+    let recorded: Option<HnswParams> =
+        g.params.get("hnsw").cloned().and_then(|p| serde_json::from_value(p).ok());
+    if recorded.as_ref() != Some(params) {
+        return Ok(None);
+    }
+    let number = |key: &str| g.params.get(key).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let lineage = Lineage {
+        pca_fit_n: number("pca_fit_n").unwrap_or(g.count),
+        changes_since_fit: number("changes_since_fit").unwrap_or(0),
+    };
+    let Ok(mut index) = HnswIndex::load(store.dir(), &hnsw_basename(g)?) else {
+        return Ok(None);
+    };
+    let pca = generation_pca(store, g)?;
+    let v = indexed_vectors(store, model_id, pca.as_ref())?;
+    if v.dim != index.dim() || v.ids.is_empty() {
+        return Ok(None);
+    }
+    let diff = index.diff(&v.data, v.dim, &v.ids)?;
+    let changes = lineage.changes_since_fit + diff.added + diff.changed + diff.removed;
+    if pca.is_some() && changes as f64 > REFIT_FRACTION * lineage.pca_fit_n as f64 {
+        return Ok(None);
+    }
+    let stats = index.update_to(&v.data, v.dim, &v.ids)?;
+    let compacted = index.needs_compaction();
+    if compacted {
+        index = index.compacted()?;
+    }
+    let lineage = Lineage { changes_since_fit: changes, ..lineage };
+    record_index(store, model_id, g.pca_id, &index, lineage)?;
+    Ok(Some((index, IndexUpdate { stats, compacted })))
 }
 
 /// Removes index files of this database that no generation will ever use: what a run killed

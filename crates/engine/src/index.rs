@@ -89,6 +89,8 @@ pub struct IndexReport {
     pub indexed: usize,
     pub index_dim: usize,
     pub index_rebuilt: bool,
+    /// Set when the index was updated in place (no PCA refit, no graph rebuild).
+    pub index_update: Option<collection::IndexUpdate>,
     pub seconds: f64,
     /// Files or folders the scan could not read.
     #[serde(serialize_with = "crate::lossy::path_problems")]
@@ -359,6 +361,22 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
                 || store.descriptor_ids(model_id).map(|d| d.len() <= wanted_pca).unwrap_or(false)
         }
     });
+    if descriptors_changed && current_fits {
+        let g = current.as_ref().expect("checked");
+        progress.stage("updating the index in place");
+        if let Some((index, update)) =
+            collection::update_in_place(&mut store, model_id, g, &opts.hnsw)?
+        {
+            store.set_meta(META_INDEX_STALE, "0")?;
+            let pca = collection::generation_pca(&store, g)?;
+            report.indexed = index.len();
+            report.index_dim = index.dim();
+            report.pca = pca.as_ref().map(summary);
+            report.index_update = Some(update);
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+    }
     if !descriptors_changed && current_fits {
         let g = current.expect("checked");
         // Nothing changed: the index files need only be there (loading a large graph to check it

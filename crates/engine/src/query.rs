@@ -230,7 +230,7 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
 
 /// HNSW or exact search over the collection's indexed vectors.
 enum Searcher {
-    Hnsw(irtdb_index::HnswIndex),
+    Hnsw(Box<irtdb_index::HnswIndex>),
     Exact(collection::Vectors),
 }
 
@@ -248,7 +248,7 @@ impl Searcher {
         }
         let (index, rebuilt) = collection::load_or_rebuild(store, model_id, g, pca)?;
         notes.extend(rebuilt);
-        Ok(Searcher::Hnsw(index))
+        Ok(Searcher::Hnsw(Box::new(index)))
     }
 
     fn search(&self, q: &[f32], k: usize, ef: usize) -> Vec<(i64, f32)> {

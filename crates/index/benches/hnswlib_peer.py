@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Yardstick for irtdb-index's HNSW: hnswlib (and faiss-cpu's IndexHNSWFlat, when installed) on
-exactly the vectors the Rust report used.
+exactly the vectors the Rust report used (`--no-faiss` skips faiss, e.g. at 1M where it adds ten minutes).
 
     cargo run --release -p irtdb-index --example index_report -- --n 100000 --out /tmp/irtdb-bench
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install numpy hnswlib faiss-cpu
@@ -39,17 +39,31 @@ def best_of(n, fn):
     return best, out
 
 
+def rss():
+    """(current, peak) resident memory in bytes, as the Rust report measures it."""
+    fields = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            fields[k] = v
+    kb = lambda k: int(fields[k].split()[0]) * 1024
+    return kb("VmRSS"), kb("VmHWM")
+
+
 def run_hnswlib(db, queries, gt, threads):
     import hnswlib
 
     n, dim = db.shape
     index = hnswlib.Index(space="ip", dim=dim)
+    before, _ = rss()
     t = time.perf_counter()
     index.init_index(max_elements=n, M=16, ef_construction=200, random_seed=100)
     index.add_items(db, np.arange(n), num_threads=threads)
     build_s = time.perf_counter() - t
+    build_bytes = rss()[1] - before
     print(f"hnswlib {hnswlib.__version__ if hasattr(hnswlib, '__version__') else ''}: "
-          f"build M=16 ef_c=200 in {build_s:.1f}s ({n / build_s:.0f} inserts/s, {threads} threads)")
+          f"build M=16 ef_c=200 in {build_s:.1f}s ({n / build_s:.0f} inserts/s, {threads} threads), "
+          f"peak memory of the build {build_bytes / 1e6:.0f} MB")
     curve = []
     index.set_ef(EFS[0])
     index.knn_query(queries, k=K, num_threads=1)  # warm-up
@@ -60,7 +74,8 @@ def run_hnswlib(db, queries, gt, threads):
         qps = len(queries) / s
         print(f"  ef {ef:>4}: recall@10 {r:.4f}, {qps:>8.0f} QPS (1 thread)")
         curve.append({"ef": ef, "recall": r, "qps_1thread": qps})
-    return {"library": "hnswlib", "build_s": build_s, "curve": curve}
+    return {"library": "hnswlib", "build_s": build_s, "build_peak_bytes": build_bytes,
+            "curve": curve}
 
 
 def run_faiss(db, queries, gt, threads):
@@ -73,11 +88,14 @@ def run_faiss(db, queries, gt, threads):
     faiss.omp_set_num_threads(threads)
     index = faiss.IndexHNSWFlat(dim, 16, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 200
+    before, _ = rss()
     t = time.perf_counter()
     index.add(db)
     build_s = time.perf_counter() - t
+    build_bytes = rss()[1] - before
     print(f"faiss {faiss.__version__} IndexHNSWFlat: build M=16 efC=200 in {build_s:.1f}s "
-          f"({n / build_s:.0f} inserts/s, {threads} threads)")
+          f"({n / build_s:.0f} inserts/s, {threads} threads), peak memory of the build "
+          f"{build_bytes / 1e6:.0f} MB")
     faiss.omp_set_num_threads(1)
     curve = []
     index.hnsw.efSearch = EFS[0]
@@ -95,12 +113,15 @@ def run_faiss(db, queries, gt, threads):
     faiss.omp_set_num_threads(threads)
     s, _ = best_of(2, lambda: flat.search(queries, K))
     print(f"faiss IndexFlatIP exact: batch {len(queries) / s:.0f} QPS ({threads} threads)")
-    return {"library": "faiss-hnswflat", "build_s": build_s, "curve": curve,
+    return {"library": "faiss-hnswflat", "build_s": build_s, "build_peak_bytes": build_bytes,
+            "curve": curve,
             "flat_batch_qps": len(queries) / s}
 
 
 def main():
-    d = sys.argv[1] if len(sys.argv) > 1 else "/tmp/irtdb-bench"
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    d = args[0] if args else "/tmp/irtdb-bench"
+    skip_faiss = "--no-faiss" in sys.argv
     db = np.load(os.path.join(d, "db.npy"))
     queries = np.load(os.path.join(d, "queries.npy"))
     gt = np.load(os.path.join(d, "gt.npy"))
@@ -108,7 +129,7 @@ def main():
     print(f"data: {db.shape[0]} x {db.shape[1]} + {len(queries)} queries; {threads} cores")
     results = {"threads": threads, "n": int(db.shape[0]), "peers": []}
     results["peers"].append(run_hnswlib(db, queries, gt, threads))
-    f = run_faiss(db, queries, gt, threads)
+    f = None if skip_faiss else run_faiss(db, queries, gt, threads)
     if f:
         results["peers"].append(f)
     with open(os.path.join(d, "peer_results.json"), "w") as fh:

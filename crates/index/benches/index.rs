@@ -2,15 +2,16 @@
 //!
 //! `cargo bench -p irtdb-index --bench index -- --warm-up-time 1 --measurement-time 3`
 //!
-//! - `dot`: the AVX2+FMA kernel, the portable fallback, and the two HNSW distances (this crate's
-//!   `DistDotFast`, hnsw_rs's stock `DistDot`) on 128-d and 384-d vectors;
+//! - `dot`: the AVX2+FMA kernel against the portable fallback, on 128-d and 384-d vectors;
 //! - `exact_search`: 20k × 128, one query and a batch of 100;
-//! - `hnsw_search`: a 10k graph per distance, ef 64;
-//! - `hnsw_build`: 2k vectors per distance;
+//! - `hnsw_search_10k`: one query on a 10k graph at ef 64, beside exact search over the same
+//!   10k (the brute-force yardstick);
+//! - `hnsw_change_10k`: 100 inserts + 100 removals into a 10k graph, beside rebuilding it
+//!   (what every change cost before deletes existed); `hnsw_build_2k`: a small build;
 //! - `pca_fit`: 10k × 384 → 128, covariance+eigh against linfa-reduction.
 //!
-//! Whole-size figures (100k/1M graphs, 100k × 384 PCA, recall curves) come from
-//! `examples/index_report.rs`, which builds each graph once.
+//! Whole-size figures (100k/1M graphs against hnswlib and faiss, 100k × 384 PCA, recall curves)
+//! come from `examples/index_report.rs` and `benches/hnswlib_peer.py`, which build each graph once.
 
 #[path = "common/data.rs"]
 mod data;
@@ -18,10 +19,7 @@ mod data;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use hnsw_rs::prelude::{DistDot, Distance};
-use irtdb_index::{
-    dot, dot_scalar, exact_search, DistDotFast, DistanceKind, HnswIndex, HnswParams, Pca,
-};
+use irtdb_index::{dot, dot_scalar, exact_search, HnswIndex, HnswParams, Pca};
 
 fn bench_dot(c: &mut Criterion) {
     let mut g = c.benchmark_group("dot");
@@ -33,12 +31,6 @@ fn bench_dot(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("scalar", dim), |bn| {
             bn.iter(|| dot_scalar(black_box(a), black_box(b)))
-        });
-        g.bench_function(BenchmarkId::new("DistDotFast", dim), |bn| {
-            bn.iter(|| DistDotFast.eval(black_box(a), black_box(b)))
-        });
-        g.bench_function(BenchmarkId::new("hnsw_rs_DistDot", dim), |bn| {
-            bn.iter(|| DistDot.eval(black_box(a), black_box(b)))
         });
     }
     g.finish();
@@ -56,25 +48,43 @@ fn bench_exact(c: &mut Criterion) {
 fn bench_hnsw(c: &mut Criterion) {
     let (db, queries) = data::descriptor_like_split(3, 10_000, 200, 128, 50, 32);
     let ids: Vec<i64> = (0..10_000).collect();
-    let mut g = c.benchmark_group("hnsw_search_10k_ef64");
-    for kind in [DistanceKind::Fast, DistanceKind::Stock] {
-        let p = HnswParams { distance: kind, ..Default::default() };
-        let index = HnswIndex::build(&db, 128, &ids, &p).unwrap();
-        g.bench_function(format!("{kind:?}"), |bn| {
-            let mut qs = queries.chunks_exact(128).cycle();
-            bn.iter(|| index.search(qs.next().unwrap(), 10, 64))
-        });
-    }
+    let p = HnswParams::default();
+    let index = HnswIndex::build(&db, 128, &ids, &p).unwrap();
+    let mut g = c.benchmark_group("hnsw_search_10k");
+    g.bench_function("hnsw_ef64", |bn| {
+        let mut qs = queries.chunks_exact(128).cycle();
+        bn.iter(|| index.search(qs.next().unwrap(), 10, 64))
+    });
+    g.bench_function("exact", |bn| {
+        let mut qs = queries.chunks_exact(128).cycle();
+        bn.iter(|| exact_search(&db, 128, qs.next().unwrap(), 10))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("hnsw_change_10k");
+    g.sample_size(10);
+    let (extra, _) = data::descriptor_like_split(5, 100, 1, 128, 5, 32);
+    let mut round = 0i64;
+    g.bench_function("insert_100_remove_100", |bn| {
+        bn.iter_batched_ref(
+            || HnswIndex::build(&db, 128, &ids, &p).unwrap(),
+            |index| {
+                round += 1;
+                let new: Vec<i64> = (0..100).map(|i| 1_000_000 * round + i).collect();
+                index.insert(&extra, &new).unwrap();
+                index.remove(&ids[..100]);
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("rebuild", |bn| bn.iter(|| HnswIndex::build(&db, 128, &ids, &p).unwrap()));
     g.finish();
 
     let mut g = c.benchmark_group("hnsw_build_2k");
     g.sample_size(10);
-    for kind in [DistanceKind::Fast, DistanceKind::Stock] {
-        let p = HnswParams { distance: kind, ..Default::default() };
-        g.bench_function(format!("{kind:?}"), |bn| {
-            bn.iter(|| HnswIndex::build(&db[..2000 * 128], 128, &ids[..2000], &p).unwrap())
-        });
-    }
+    g.bench_function("build", |bn| {
+        bn.iter(|| HnswIndex::build(&db[..2000 * 128], 128, &ids[..2000], &p).unwrap())
+    });
     g.finish();
 }
 

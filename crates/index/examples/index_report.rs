@@ -9,9 +9,10 @@
 //!
 //! It measures, on seeded synthetic data (`benches/common/data.rs`):
 //! - exact search: batch throughput (all threads) and single-thread queries per second;
-//! - HNSW with this crate's AVX2 distance and with hnsw_rs's stock `DistDot`: build time (all
-//!   threads), then single-thread QPS and recall@10 against exact search for a range of `ef`;
-//! - save and load times and file sizes;
+//! - HNSW: build time (all threads) and the build's peak memory (peak RSS minus RSS before),
+//!   then single-thread QPS and recall@10 against exact search for a range of `ef`;
+//! - save and load times and file size; then 10 rounds of 1 % deletes + 1 % inserts without a
+//!   rebuild, and the same curve again;
 //! - PCA 384 → 128 on `--pca-n` vectors: the covariance + eigh fit against linfa-reduction's.
 //!
 //! With `--out DIR` it writes `db.npy`, `queries.npy` and `gt.npy` (exact top-10 rows) there for
@@ -24,7 +25,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use irtdb_index::{exact_search, DistanceKind, HnswIndex, HnswParams, Pca};
+use irtdb_index::{exact_search, HnswIndex, HnswParams, Pca};
 use serde_json::json;
 
 struct Args {
@@ -32,7 +33,6 @@ struct Args {
     nq: usize,
     recipe: String,
     out: Option<PathBuf>,
-    skip_stock: bool,
     skip_pca: bool,
     skip_hnsw: bool,
     pca_n: usize,
@@ -45,7 +45,6 @@ fn parse_args() -> Args {
         nq: 1000,
         recipe: "descriptor".into(),
         out: None,
-        skip_stock: false,
         skip_pca: false,
         skip_hnsw: false,
         pca_n: 100_000,
@@ -61,7 +60,6 @@ fn parse_args() -> Args {
             "--out" => a.out = Some(PathBuf::from(val())),
             "--pca-n" => a.pca_n = val().parse().expect("--pca-n"),
             "--efs" => a.efs = val().split(',').map(|s| s.parse().expect("--efs")).collect(),
-            "--skip-stock" => a.skip_stock = true,
             "--skip-pca" => a.skip_pca = true,
             "--skip-hnsw" => a.skip_hnsw = true,
             other => panic!("unknown flag {other}"),
@@ -139,82 +137,9 @@ fn main() {
     }
 
     let ids: Vec<i64> = (0..args.n as i64).collect();
-    let kinds: &[DistanceKind] = if args.skip_hnsw {
-        &[]
-    } else if args.skip_stock {
-        &[DistanceKind::Fast]
-    } else {
-        &[DistanceKind::Fast, DistanceKind::Stock]
-    };
-    let mut hnsw_reports = Vec::new();
-    for &kind in kinds {
-        let params = HnswParams { distance: kind, ..Default::default() };
-        let t = Instant::now();
-        let index = HnswIndex::build(&db, DIM, &ids, &params).unwrap();
-        let build_s = t.elapsed().as_secs_f64();
-        println!(
-            "hnsw {kind:?}: build m=16 ef_c=200 in {build_s:.1}s ({:.0} inserts/s, {threads} threads)",
-            args.n as f64 / build_s
-        );
-        let mut curve = Vec::new();
-        // Warm caches once, then take the best of two timed passes per ef (the machine is
-        // shared, so the best pass is the least disturbed one).
-        for q in queries.chunks_exact(DIM) {
-            std::hint::black_box(index.search(q, K, args.efs[0]));
-        }
-        for &ef in &args.efs {
-            let mut s = f64::INFINITY;
-            let mut got = Vec::new();
-            for _ in 0..2 {
-                let t = Instant::now();
-                got = queries.chunks_exact(DIM).map(|q| index.search(q, K, ef)).collect();
-                s = s.min(t.elapsed().as_secs_f64());
-            }
-            let recall = recall(&truth, &got);
-            let qps = args.nq as f64 / s;
-            println!("  ef {ef:>4}: recall@10 {recall:.4}, {qps:>8.0} QPS (1 thread)");
-            curve.push(json!({"ef": ef, "recall": recall, "qps_1thread": qps}));
-        }
-        let ef95 = curve.iter().find(|c| c["recall"].as_f64().unwrap() >= 0.95).cloned();
-        let batch_qps = ef95.as_ref().map(|c| {
-            let ef = c["ef"].as_u64().unwrap() as usize;
-            let mut s = f64::INFINITY;
-            for _ in 0..2 {
-                let t = Instant::now();
-                std::hint::black_box(index.search_batch(&queries, K, ef));
-                s = s.min(t.elapsed().as_secs_f64());
-            }
-            let qps = args.nq as f64 / s;
-            println!("  ef {ef}: batch search {qps:.0} QPS ({threads} threads)");
-            qps
-        });
-        let mut entry = json!({"distance": format!("{kind:?}"), "build_s": build_s,
-                               "curve": curve, "first_ef_with_recall_0_95": ef95,
-                               "batch_qps_at_that_ef": batch_qps});
-        if kind == DistanceKind::Fast {
-            if let Some(dir) = &args.out {
-                let t = Instant::now();
-                let files = index.save(dir, "bench").unwrap();
-                let save_s = t.elapsed().as_secs_f64();
-                let bytes: u64 =
-                    files.iter().map(|f| fs_err::metadata(dir.join(f)).unwrap().len()).sum();
-                let t = Instant::now();
-                let loaded = HnswIndex::load(dir, "bench").unwrap();
-                let load_s = t.elapsed().as_secs_f64();
-                assert_eq!(loaded.len(), args.n);
-                println!(
-                    "  save {save_s:.2}s, load (checksums + hnsw_rs reload) {load_s:.2}s, \
-                     {:.1} MB on disk",
-                    bytes as f64 / 1e6
-                );
-                entry["save_s"] = json!(save_s);
-                entry["load_s"] = json!(load_s);
-                entry["bytes"] = json!(bytes);
-            }
-        }
-        hnsw_reports.push(entry);
+    if !args.skip_hnsw {
+        report.insert("hnsw".into(), hnsw_report(&args, &db, &queries, &truth, &ids));
     }
-    report.insert("hnsw".into(), json!(hnsw_reports));
 
     if !args.skip_pca {
         report.insert("pca".into(), pca_report(args.pca_n));
@@ -224,6 +149,149 @@ fn main() {
         fs_err::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
         println!("wrote {}", path.display());
     }
+}
+
+/// This process's resident memory, current and peak, in bytes (Linux `/proc/self/status`).
+fn rss() -> (u64, u64) {
+    let status = fs_err::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Single-thread QPS and recall@10 per ef, best of two passes after a warm-up.
+fn curve(
+    index: &HnswIndex,
+    queries: &[f32],
+    truth: &[Vec<(u32, f32)>],
+    efs: &[usize],
+    map: &(dyn Fn(i64) -> i64 + Sync),
+) -> Vec<serde_json::Value> {
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let nq = queries.len() / DIM;
+    one_thread.install(|| {
+        for q in queries.chunks_exact(DIM) {
+            std::hint::black_box(index.search(q, K, efs[0]));
+        }
+        let mut out = Vec::new();
+        for &ef in efs {
+            let mut s = f64::INFINITY;
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let t = Instant::now();
+                got = queries.chunks_exact(DIM).map(|q| index.search(q, K, ef)).collect::<Vec<_>>();
+                s = s.min(t.elapsed().as_secs_f64());
+            }
+            let got: Vec<Vec<(i64, f32)>> = got
+                .into_iter()
+                .map(|r| r.into_iter().map(|(id, s)| (map(id), s)).collect())
+                .collect();
+            let recall = recall(truth, &got);
+            let qps = nq as f64 / s;
+            println!("  ef {ef:>4}: recall@10 {recall:.4}, {qps:>8.0} QPS (1 thread)");
+            out.push(json!({"ef": ef, "recall": recall, "qps_1thread": qps}));
+        }
+        out
+    })
+}
+
+fn hnsw_report(
+    args: &Args,
+    db: &[f32],
+    queries: &[f32],
+    truth: &[Vec<(u32, f32)>],
+    ids: &[i64],
+) -> serde_json::Value {
+    let threads = rayon::current_num_threads();
+    let params = HnswParams::default();
+    let (rss_before, _) = rss();
+    let t = Instant::now();
+    let index = HnswIndex::build(db, DIM, ids, &params).unwrap();
+    let build_s = t.elapsed().as_secs_f64();
+    let (_, peak) = rss();
+    let build_bytes = peak.saturating_sub(rss_before);
+    println!(
+        "hnsw: build m=16 ef_c=200 in {build_s:.1}s ({:.0} inserts/s, {threads} threads), \
+         peak memory of the build {:.0} MB",
+        args.n as f64 / build_s,
+        build_bytes as f64 / 1e6
+    );
+    let c = curve(&index, queries, truth, &args.efs, &|id| id);
+    let ef95 = c.iter().find(|c| c["recall"].as_f64().unwrap() >= 0.95).cloned();
+    let batch_qps = ef95.as_ref().map(|c| {
+        let ef = c["ef"].as_u64().unwrap() as usize;
+        let mut s = f64::INFINITY;
+        for _ in 0..2 {
+            let t = Instant::now();
+            std::hint::black_box(index.search_batch(queries, K, ef));
+            s = s.min(t.elapsed().as_secs_f64());
+        }
+        let qps = (queries.len() / DIM) as f64 / s;
+        println!("  ef {ef}: batch search {qps:.0} QPS ({threads} threads)");
+        qps
+    });
+    let mut entry = json!({"build_s": build_s, "build_peak_bytes": build_bytes, "curve": c,
+                           "first_ef_with_recall_0_95": ef95, "batch_qps_at_that_ef": batch_qps});
+    if let Some(dir) = &args.out {
+        let t = Instant::now();
+        let files = index.save(dir, "bench").unwrap();
+        let save_s = t.elapsed().as_secs_f64();
+        let bytes: u64 = files.iter().map(|f| fs_err::metadata(dir.join(f)).unwrap().len()).sum();
+        drop(index);
+        let t = Instant::now();
+        let loaded = HnswIndex::load(dir, "bench").unwrap();
+        let load_s = t.elapsed().as_secs_f64();
+        assert_eq!(loaded.len(), args.n);
+        println!(
+            "  save {save_s:.2}s, load (read + checksum + full validation) {load_s:.2}s, {:.1} MB on disk",
+            bytes as f64 / 1e6
+        );
+        entry["save_s"] = json!(save_s);
+        entry["load_s"] = json!(load_s);
+        entry["bytes"] = json!(bytes);
+        let _ = fs_err::remove_file(dir.join(&files[0]));
+        entry["updates"] = updates_report(loaded, db, queries, truth, &args.efs);
+    }
+    entry
+}
+
+/// Changes without a rebuild: replace 10 % of the vectors (new ids, same vectors, so the exact
+/// ground truth still holds after mapping ids back), in 10 rounds of 1 %, then search.
+fn updates_report(
+    mut index: HnswIndex,
+    db: &[f32],
+    queries: &[f32],
+    truth: &[Vec<(u32, f32)>],
+    efs: &[usize],
+) -> serde_json::Value {
+    let n = index.len();
+    let offset = 1i64 << 40;
+    let per_round = n / 100;
+    let t = Instant::now();
+    for round in 0..10 {
+        let rows: Vec<usize> =
+            (round * per_round..(round + 1) * per_round).map(|i| (i * 7919) % n).collect();
+        let old: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let new: Vec<i64> = rows.iter().map(|&r| r as i64 + offset).collect();
+        let data: Vec<f32> =
+            rows.iter().flat_map(|&r| db[r * DIM..(r + 1) * DIM].iter().copied()).collect();
+        index.remove(&old);
+        index.insert(&data, &new).unwrap();
+    }
+    let update_s = t.elapsed().as_secs_f64();
+    println!(
+        "hnsw after 10 rounds of 1 % removed + 1 % inserted ({:.1}s, {} tombstones): ",
+        update_s,
+        index.tombstones()
+    );
+    let c = curve(&index, queries, truth, efs, &|id| if id >= offset { id - offset } else { id });
+    json!({"update_s": update_s, "tombstones": index.tombstones(), "curve": c})
 }
 
 fn recall(truth: &[Vec<(u32, f32)>], got: &[Vec<(i64, f32)>]) -> f64 {

@@ -1,17 +1,9 @@
-//! Inner-product kernels and the HNSW distance built on them.
+//! Inner-product kernels: the distance of every HNSW insert and search and of exact search.
 //!
-//! Why a hand-written kernel: every HNSW insert and search spends most of its time in distance
-//! evaluations between 128-d vectors. hnsw_rs's stock [`hnsw_rs::prelude::DistDot`] (with the
-//! `simdeez_f` feature) redoes its runtime CPU dispatch on every call, keeps a single 8-lane
-//! accumulator (a serial dependency chain of adds) and asserts `dot <= 1.000002`, so a slightly
-//! un-normalised vector aborts a whole parallel build. [`dot`] keeps four independent 8-lane FMA
-//! accumulators (32 floats per iteration), falls back to a portable scalar loop on CPUs without
-//! AVX2+FMA, and [`DistDotFast`] clamps instead of asserting.
-//!
-//! [`DistDotFast`] is what [`crate::HnswIndex`] uses by default; the stock distance stays
-//! available ([`crate::DistanceKind::Stock`]) as the yardstick the benchmark compares against.
-
-use hnsw_rs::prelude::Distance;
+//! Why a hand-written kernel: HNSW spends most of its time in inner products between 128-d
+//! vectors. [`dot`] keeps four independent 8-lane FMA accumulators (32 floats per iteration,
+//! no serial chain of adds), dispatches on the CPU once per call through std's cached feature
+//! test, and falls back to a portable loop on CPUs without AVX2+FMA.
 
 /// Inner product of two equally long slices, AVX2+FMA when the CPU has it.
 ///
@@ -126,25 +118,6 @@ unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// HNSW distance for L2-normalised vectors: `max(0, 1 - dot(a, b))`, computed with [`dot`].
-///
-/// The score reported to callers is `1 - distance`, i.e. the inner product (capped at 1 where
-/// rounding pushes a self-match above it). The clamp replaces the stock distance's assertion: a
-/// vector whose norm is off by rounding must not abort an index build.
-///
-/// The type name matters: hnsw_rs writes it into its `.hnsw.graph` description and, on reload,
-/// compares it with the distance type asked for. Renaming this type makes old index files
-/// unloadable (they then fail with an error, not a panic, and `irtdb index` rebuilds them).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DistDotFast;
-
-impl Distance<f32> for DistDotFast {
-    #[inline]
-    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
-        (1.0 - dot(va, vb)).max(0.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,29 +142,5 @@ mod tests {
                 assert!((fast as f64 - reference).abs() <= tol, "len {len}: {fast} vs {reference}");
             }
         }
-    }
-
-    #[test]
-    fn normalised_vectors_agree_within_1e5() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-        for len in [5usize, 17, 127, 128, 129, 384, 385] {
-            let mut a: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let mut b: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
-            for v in [&mut a, &mut b] {
-                let n = dot_scalar(v, v).sqrt();
-                v.iter_mut().for_each(|x| *x /= n);
-            }
-            let d_fast = DistDotFast.eval(&a, &b);
-            let d_scalar = (1.0 - dot_scalar(&a, &b)).max(0.0);
-            assert!((d_fast - d_scalar).abs() <= 1e-5, "len {len}: {d_fast} vs {d_scalar}");
-            assert!(DistDotFast.eval(&a, &a) <= 1e-5);
-            assert!(DistDotFast.eval(&a, &a) >= 0.0);
-        }
-    }
-
-    #[test]
-    fn clamps_instead_of_panicking() {
-        let a = [1.5f32, 0.0, 0.0];
-        assert_eq!(DistDotFast.eval(&a, &a), 0.0);
     }
 }

@@ -78,15 +78,6 @@ pub enum Error {
         supported: u32,
     },
 
-    /// hnsw_rs returned an error or panicked.
-    #[error("hnsw_rs failed while {action}: {message}")]
-    Hnsw {
-        /// What was being done ("loading …", "saving …", "building").
-        action: String,
-        /// hnsw_rs's message or panic payload.
-        message: String,
-    },
-
     /// A linear-algebra step (eigendecomposition, linfa's truncated SVD) failed.
     #[error("linear algebra failed while {action}: {message}")]
     Linalg {
@@ -114,17 +105,6 @@ fn io_message(path: &std::path::Path, source: &std::io::Error) -> String {
         text
     } else {
         format!("{shown}: {text}")
-    }
-}
-
-/// Turns a `catch_unwind` payload into text.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
     }
 }
 

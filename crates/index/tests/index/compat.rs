@@ -2,12 +2,10 @@
 //!
 //! `tests/compat_data/index_v{N}/` holds a tiny index written by format version N. If the
 //! directory for the current [`INDEX_FORMAT_VERSION`] is missing, this test writes it (commit the
-//! result); afterwards it must keep loading. Renaming `DistDotFast` or changing hnsw_rs's dump
-//! format breaks this test — bump the version then, and keep the old fixture only if the old
-//! version is still supported.
-//!
-//! hnsw_rs writes native-endian, `usize`-sized fields, so the fixtures are for little-endian
-//! 64-bit targets.
+//! result); afterwards it must keep loading. Changing the layout in `src/hnsw/file.rs` breaks
+//! this test — bump the version then. `index_v1` (hnsw_rs's dump) is kept to check that the
+//! old format is refused with a version error (`a_format_1_file_asks_for_a_rebuild`), which
+//! makes the engine rebuild from the database.
 
 use std::path::PathBuf;
 
