@@ -312,12 +312,13 @@ pub fn update_in_place(
     if v.dim != index.dim() || v.ids.is_empty() {
         return Ok(None);
     }
-    let diff = index.diff(&v.data, v.dim, &v.ids)?;
-    let changes = lineage.changes_since_fit + diff.added + diff.changed + diff.removed;
+    let plan = index.plan_update(&v.data, v.dim, &v.ids)?;
+    let d = plan.stats;
+    let changes = lineage.changes_since_fit + d.added + d.changed + d.removed;
     if pca.is_some() && changes as f64 > REFIT_FRACTION * lineage.pca_fit_n as f64 {
         return Ok(None);
     }
-    let stats = index.update_to(&v.data, v.dim, &v.ids)?;
+    let stats = index.apply(plan)?;
     let compacted = index.needs_compaction();
     if compacted {
         index = index.compacted()?;

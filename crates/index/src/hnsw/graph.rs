@@ -171,17 +171,24 @@ impl Graph {
     /// them.
     pub fn append(&mut self, vectors: &[f32], levels: &[u8]) {
         debug_assert_eq!(vectors.len(), levels.len() * self.dim);
-        let mut next = self.upper.len() / self.slots_upper();
-        for &l in levels {
-            self.upper_start.push(next as u32);
-            next += l as usize;
-        }
+        let lists = self.upper.len() / self.slots_upper();
+        let next = self.push_upper_starts(lists, levels);
         self.vectors.extend_from_slice(vectors);
         self.levels.extend_from_slice(levels);
         self.layer0.extend(atomics(levels.len() * self.slots0()));
         let upper_len = next * self.slots_upper();
         self.upper.extend(atomics(upper_len - self.upper.len()));
         self.locks.extend((0..levels.len()).map(|_| Mutex::new(())));
+    }
+
+    /// Appends the `upper_start` of nodes with these levels, the first list number being
+    /// `next`; returns the list number after theirs.
+    fn push_upper_starts(&mut self, mut next: usize, levels: &[u8]) -> usize {
+        for &l in levels {
+            self.upper_start.push(next as u32);
+            next += l as usize;
+        }
+        next
     }
 
     /// Puts loaded contents into an empty graph and derives the rest (`upper_start`, locks).
@@ -193,15 +200,8 @@ impl Graph {
         upper: Vec<AtomicU32>,
         entry: Option<(u32, u8)>,
     ) {
-        let mut next = 0u32;
-        self.upper_start = levels
-            .iter()
-            .map(|&l| {
-                let s = next;
-                next += u32::from(l);
-                s
-            })
-            .collect();
+        self.upper_start.clear();
+        self.push_upper_starts(0, &levels);
         self.locks = (0..levels.len()).map(|_| Mutex::new(())).collect();
         self.vectors = vectors;
         self.levels = levels;

@@ -17,7 +17,8 @@
 //! (hnswlib does the same with `markDelete`) but never appear in results. [`HnswIndex::insert`]
 //! links new rows into the existing graph; inserting an id that is already live tombstones the
 //! old row first, so a changed vector replaces the old one. [`HnswIndex::update_to`] brings the
-//! index to a given set of vectors with the fewest such steps. When tombstones pass
+//! index to a given set of vectors with the fewest such steps (or
+//! [`HnswIndex::plan_update`] then [`HnswIndex::apply`], to look at the difference first). When tombstones pass
 //! [`COMPACT_FRACTION`] of the rows, [`HnswIndex::needs_compaction`] says so and
 //! [`HnswIndex::compacted`] rebuilds from the live rows.
 
@@ -72,6 +73,20 @@ pub struct UpdateStats {
     pub changed: usize,
     pub removed: usize,
     pub unchanged: usize,
+}
+
+/// The difference between an index and a set of vectors ([`HnswIndex::plan_update`]).
+#[derive(Debug, Default)]
+pub struct UpdatePlan {
+    /// What applying it does.
+    pub stats: UpdateStats,
+    /// Vectors and ids to insert (new or changed).
+    new_data: Vec<f32>,
+    new_ids: Vec<i64>,
+    /// Rows to tombstone (removed, and the old rows of changed ids).
+    tombstone_rows: Vec<usize>,
+    /// Rows the index had when the plan was made.
+    rows_at: usize,
 }
 
 /// An HNSW index over L2-normalised `f32` vectors with `i64` external ids, built in memory or
@@ -292,33 +307,17 @@ impl HnswIndex {
         Ok(())
     }
 
-    /// What [`HnswIndex::update_to`] would do with these vectors, changing nothing.
-    pub fn diff(&self, data: &[f32], dim: usize, ids: &[i64]) -> Result<UpdateStats> {
-        Ok(self.plan(data, dim, ids)?.0)
-    }
-
     /// Brings the index to exactly these vectors: ids it lacks are inserted, ids whose vector
     /// differs (by more than 1e-6 in any component) are replaced, ids not given are removed.
     pub fn update_to(&mut self, data: &[f32], dim: usize, ids: &[i64]) -> Result<UpdateStats> {
-        let (stats, rows, gone) = self.plan(data, dim, ids)?;
-        self.remove(&gone);
-        if !rows.is_empty() {
-            let new_data: Vec<f32> =
-                rows.iter().flat_map(|&r| data[r * dim..(r + 1) * dim].iter().copied()).collect();
-            let new_ids: Vec<i64> = rows.iter().map(|&r| ids[r]).collect();
-            self.insert(&new_data, &new_ids)?;
-        }
-        Ok(stats)
+        let plan = self.plan_update(data, dim, ids)?;
+        self.apply(plan)
     }
 
-    /// The difference between the index and these vectors: the statistics, the given rows to
-    /// insert (new or changed), and the live ids to remove.
-    fn plan(
-        &self,
-        data: &[f32],
-        dim: usize,
-        ids: &[i64],
-    ) -> Result<(UpdateStats, Vec<usize>, Vec<i64>)> {
+    /// What [`HnswIndex::update_to`] would do with these vectors, changing nothing; apply it
+    /// with [`HnswIndex::apply`] (a caller can look at [`UpdatePlan::stats`] first and decide
+    /// against it without the comparison being done twice).
+    pub fn plan_update(&self, data: &[f32], dim: usize, ids: &[i64]) -> Result<UpdatePlan> {
         if dim != self.graph.dim {
             return Err(Error::DimensionMismatch {
                 what: "HNSW update dimension",
@@ -328,26 +327,53 @@ impl HnswIndex {
         }
         check_rows(data, dim, ids, "HNSW update data (ids.len() × dim)")?;
         let live = self.live_row_of();
-        let mut stats = UpdateStats::default();
-        let mut rows = Vec::new();
-        for (given, (v, id)) in data.chunks_exact(dim).zip(ids).enumerate() {
+        let mut plan = UpdatePlan { rows_at: self.ids.len(), ..Default::default() };
+        for (v, id) in data.chunks_exact(dim).zip(ids) {
             match live.get(id) {
                 Some(&r) => {
                     let old = self.graph.vector(r as u32);
                     if old.iter().zip(v).all(|(a, b)| (a - b).abs() <= 1e-6) {
-                        stats.unchanged += 1;
+                        plan.stats.unchanged += 1;
                         continue;
                     }
-                    stats.changed += 1;
+                    plan.stats.changed += 1;
+                    plan.tombstone_rows.push(r);
                 }
-                None => stats.added += 1,
+                None => plan.stats.added += 1,
             }
-            rows.push(given);
+            plan.new_data.extend_from_slice(v);
+            plan.new_ids.push(*id);
         }
         let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
-        let gone: Vec<i64> = live.keys().filter(|id| !wanted.contains(id)).copied().collect();
-        stats.removed = gone.len();
-        Ok((stats, rows, gone))
+        let gone = live.iter().filter(|(id, _)| !wanted.contains(id)).map(|(_, &r)| r);
+        plan.tombstone_rows.extend(gone);
+        plan.stats.removed = plan.tombstone_rows.len() - plan.stats.changed;
+        Ok(plan)
+    }
+
+    /// Carries out a plan made by [`HnswIndex::plan_update`] on this index; refused if rows
+    /// were inserted since it was made.
+    pub fn apply(&mut self, plan: UpdatePlan) -> Result<UpdateStats> {
+        if plan.rows_at != self.ids.len() {
+            return Err(Error::InvalidArgument(format!(
+                "an HNSW update plan made at {} rows cannot apply at {}",
+                plan.rows_at,
+                self.ids.len()
+            )));
+        }
+        if self.ids.len() + plan.new_ids.len() >= u32::MAX as usize {
+            return Err(Error::InvalidArgument("HNSW index too large".into()));
+        }
+        for r in plan.tombstone_rows {
+            if !self.deleted[r] {
+                self.deleted[r] = true;
+                self.live -= 1;
+            }
+        }
+        if !plan.new_ids.is_empty() {
+            self.append(&plan.new_data, &plan.new_ids);
+        }
+        Ok(plan.stats)
     }
 
     /// Whether tombstones exceed [`COMPACT_FRACTION`] of the rows.
