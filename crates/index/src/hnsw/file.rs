@@ -199,6 +199,36 @@ fn write_words(w: &mut impl Write, words: impl Iterator<Item = [u8; 4]>) -> std:
     w.write_all(&buf)
 }
 
+/// Reads `rows` rows of `words` 4-byte values each, in chunks, handing each row to `f`.
+fn for_each_row(
+    r: &mut impl Read,
+    rows: usize,
+    words: usize,
+    mut f: impl FnMut(usize, &[u8]),
+) -> std::io::Result<()> {
+    let row_bytes = words * 4;
+    if row_bytes == 0 {
+        return Ok(());
+    }
+    let per_chunk = ((1 << 16) / row_bytes).max(1);
+    let mut buf = vec![0u8; per_chunk * row_bytes];
+    let mut row = 0;
+    while row < rows {
+        let take = per_chunk.min(rows - row);
+        let bytes = &mut buf[..take * row_bytes];
+        r.read_exact(bytes)?;
+        for chunk in bytes.chunks_exact(row_bytes) {
+            f(row, chunk);
+            row += 1;
+        }
+    }
+    Ok(())
+}
+
+fn words(bytes: &[u8]) -> impl Iterator<Item = [u8; 4]> + '_ {
+    bytes.chunks_exact(4).map(|c| c.try_into().expect("4 bytes"))
+}
+
 /// Reads `n` 4-byte values in chunks.
 fn read_words<T>(r: &mut impl Read, n: usize, f: impl Fn([u8; 4]) -> T) -> std::io::Result<Vec<T>> {
     let mut out = Vec::with_capacity(n);
@@ -263,8 +293,11 @@ fn write_file(index: &HnswIndex, path: &Path) -> Result<()> {
     let flags: Vec<u8> = index.deleted.iter().map(|&d| u8::from(d)).collect();
     w.write_all(&flags).map_err(io)?;
     w.write_all(&g.levels).map_err(io)?;
-    write_words(&mut w, g.vectors.iter().map(|v| v.to_le_bytes())).map_err(io)?;
-    write_words(&mut w, g.layer0.iter().map(|a| a.load(Relaxed).to_le_bytes())).map_err(io)?;
+    let rows = 0..g.len() as u32;
+    let vectors = rows.clone().flat_map(|r| g.vector(r).iter().map(|v| v.to_le_bytes()));
+    write_words(&mut w, vectors).map_err(io)?;
+    let layer0 = rows.flat_map(|r| g.list(r, 0).iter().map(|a| a.load(Relaxed).to_le_bytes()));
+    write_words(&mut w, layer0).map_err(io)?;
     write_words(&mut w, g.upper.iter().map(|a| a.load(Relaxed).to_le_bytes())).map_err(io)?;
     let sum = w.hasher.finalize();
     let mut inner = w.inner;
@@ -310,10 +343,27 @@ pub(crate) fn load(dir: &Path, basename: &str) -> Result<HnswIndex> {
     r.read_exact(&mut flags).map_err(io)?;
     let mut levels = vec![0u8; h.rows];
     r.read_exact(&mut levels).map_err(io)?;
-    let vectors = read_words(&mut r, h.rows * h.dim, f32::from_le_bytes).map_err(io)?;
-    let layer0 =
-        read_words(&mut r, h.rows * (1 + 2 * h.m), |b| AtomicU32::new(u32::from_le_bytes(b)))
-            .map_err(io)?;
+    // Vectors and layer-0 lists go straight into the graph's records (no second copy).
+    let mut graph = Graph::new(h.dim, h.m, h.ef_construction);
+    graph.add_rows(&levels);
+    let mut row_vector = vec![0f32; h.dim];
+    let mut non_finite = None;
+    for_each_row(&mut r, h.rows, h.dim, |row, bytes| {
+        for (x, b) in row_vector.iter_mut().zip(words(bytes)) {
+            *x = f32::from_le_bytes(b);
+        }
+        if non_finite.is_none() && row_vector.iter().any(|v| !v.is_finite()) {
+            non_finite = Some(row);
+        }
+        graph.set_vector(row, &row_vector);
+    })
+    .map_err(io)?;
+    for_each_row(&mut r, h.rows, 1 + 2 * h.m, |row, bytes| {
+        for (slot, b) in graph.list(row as u32, 0).iter().zip(words(bytes)) {
+            slot.store(u32::from_le_bytes(b), Relaxed);
+        }
+    })
+    .map_err(io)?;
     let upper =
         read_words(&mut r, h.upper_lists * (1 + h.m), |b| AtomicU32::new(u32::from_le_bytes(b)))
             .map_err(io)?;
@@ -344,15 +394,14 @@ pub(crate) fn load(dir: &Path, basename: &str) -> Result<HnswIndex> {
         )));
     }
     let entry = check_entry(&h, &levels).map_err(corrupt)?;
-    if let Some(i) = vectors.iter().position(|v| !v.is_finite()) {
-        return Err(corrupt(format!("row {} holds a non-finite value", i / h.dim)));
+    if let Some(row) = non_finite {
+        return Err(corrupt(format!("row {row} holds a non-finite value")));
     }
     let mut seen = std::collections::HashSet::with_capacity(live);
     if let Some(r) = (0..h.rows).find(|&r| !deleted[r] && !seen.insert(ids[r])) {
         return Err(corrupt(format!("id {} is live in two rows", ids[r])));
     }
-    let mut graph = Graph::new(h.dim, h.m, h.ef_construction);
-    graph.fill(vectors, levels, layer0, upper, entry);
+    graph.finish_load(upper, entry);
     check_links(&graph).map_err(corrupt)?;
     let params = HnswParams { m: h.m, ef_construction: h.ef_construction, seed: h.seed };
     Ok(HnswIndex { graph, ids, deleted, live, params })
