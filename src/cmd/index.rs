@@ -1,10 +1,10 @@
 //! `irtdb index` and `irtdb reindex`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use irtdb_core::Pool;
-use irtdb_engine::index::{IndexOptions, IndexReport};
+use irtdb_engine::index::{BuildOptions, IndexOptions, IndexReport};
 use irtdb_engine::ModelSpec;
 use irtdb_image::DecodeLimits;
 use irtdb_index::HnswParams;
@@ -56,6 +56,19 @@ pub struct Args {
     /// If another irtdb is writing this database, wait for it instead of refusing.
     #[arg(long)]
     wait: bool,
+    /// Index only shard I of N (0 <= I < N) of the folder: the files whose relative path
+    /// hashes to I (BLAKE3, modulo N), the same split on every machine. The database holds
+    /// that shard, run after run; `irtdb merge` joins the shards.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<irtdb_engine::index::Shard>,
+    /// Index exactly the files listed in this file (one path per line, relative to DIR; `-`
+    /// reads stdin), as a scheduler's partition, instead of scanning DIR. Files of the
+    /// database that are not listed are removed from it.
+    #[arg(long, value_name = "LIST")]
+    files_from: Option<PathBuf>,
+    /// Store descriptors only; no PCA, no HNSW (for shards that `irtdb merge` indexes once).
+    #[arg(long)]
+    descriptors_only: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -94,6 +107,21 @@ impl BuildArgs {
             ..HnswParams::default()
         }
     }
+
+    pub fn options(&self) -> BuildOptions {
+        BuildOptions { pca_dim: self.dim, whiten: self.whiten, hnsw: self.hnsw() }
+    }
+}
+
+/// The lines of a `--files-from` list (`-`: stdin); blank lines are skipped.
+fn read_list(path: &Path) -> Result<Vec<String>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the file list from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the file list {}", path.display()))?
+    };
+    Ok(text.lines().map(str::trim_end).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -126,16 +154,18 @@ pub fn run(args: Args) -> Result<()> {
             None
         }
     };
+    let files = args.files_from.as_deref().map(read_list).transpose()?;
     let opts = IndexOptions {
         root: args.dir.clone(),
         db: args.db.db.clone(),
         spec,
-        pca_dim: args.build.dim,
-        whiten: args.build.whiten,
+        build: args.build.options(),
         batch: args.batch,
-        hnsw: args.build.hnsw(),
         wait: args.wait,
         limits: DecodeLimits { max_pixels: args.max_pixels, ..DecodeLimits::default() },
+        shard: args.shard,
+        files,
+        skip_index: args.descriptors_only,
     };
     let report = irtdb_engine::index::run(&opts, &bar)?;
     print_report(&report, args.json)
@@ -159,9 +189,7 @@ pub struct ReindexArgs {
 pub fn reindex(args: ReindexArgs) -> Result<()> {
     let report = irtdb_engine::index::reindex(
         &args.db.db,
-        args.build.dim,
-        args.build.whiten,
-        &args.build.hnsw(),
+        &args.build.options(),
         &super::progress::Bar::new(args.json),
     )?;
     print_report(&report, args.json)
@@ -171,7 +199,10 @@ fn print_report(r: &IndexReport, json: bool) -> Result<()> {
     if json {
         return super::print_json(r);
     }
-    println!("collection {} ({})", r.db.display(), r.root.display());
+    match &r.shard {
+        Some(s) => println!("collection {} ({}, shard {s})", r.db.display(), r.root.display()),
+        None => println!("collection {} ({})", r.db.display(), r.root.display()),
+    }
     println!("model      {}", r.model);
     if r.random_weights {
         println!(
@@ -190,7 +221,7 @@ fn print_report(r: &IndexReport, json: bool) -> Result<()> {
             r.embedded, r.embed_seconds, r.images_per_second
         );
     }
-    match (&r.pca, &r.pca_skipped) {
+    match (&r.index.pca, &r.index.pca_skipped) {
         (Some(p), _) => println!(
             "pca        {} → {}{} ({:.1}% of the variance kept)",
             p.in_dim,
@@ -201,7 +232,7 @@ fn print_report(r: &IndexReport, json: bool) -> Result<()> {
         (None, Some(why)) => println!("pca        none: {why}"),
         (None, None) => {}
     }
-    let how = match &r.index_update {
+    let how = match &r.index.index_update {
         Some(u) => format!(
             " (updated in place: {} inserted, {} replaced, {} removed{})",
             u.stats.added,
@@ -209,10 +240,19 @@ fn print_report(r: &IndexReport, json: bool) -> Result<()> {
             u.stats.removed,
             if u.compacted { "; compacted" } else { "" }
         ),
-        None if r.index_rebuilt => " (rebuilt)".into(),
+        None if r.index.index_rebuilt => " (rebuilt)".into(),
         None => String::new(),
     };
-    println!("index      HNSW over {} vectors of {} dimensions{how}", r.indexed, r.index_dim);
+    if r.index.index_skipped {
+        println!(
+            "index      none (--descriptors-only: `irtdb merge` or `irtdb reindex` builds it)"
+        );
+    } else {
+        println!(
+            "index      HNSW over {} vectors of {} dimensions{how}",
+            r.index.indexed, r.index.index_dim
+        );
+    }
     for (p, why) in &r.scan_problems {
         println!("skipped    {}: {why}", p.display());
     }

@@ -31,14 +31,60 @@ pub struct IndexOptions {
     pub db: PathBuf,
     /// The model; `None` reuses the collection's (required for a new collection).
     pub spec: Option<ModelSpec>,
-    /// PCA output dimension; 0 for none.
-    pub pca_dim: usize,
-    pub whiten: bool,
+    /// PCA and HNSW settings.
+    pub build: BuildOptions,
     pub batch: usize,
-    pub hnsw: HnswParams,
     /// Wait for another writer instead of refusing.
     pub wait: bool,
     pub limits: DecodeLimits,
+    /// Index only the files of this shard of the folder (see [`Shard`]).
+    pub shard: Option<Shard>,
+    /// Index exactly these files (paths relative to `root`) instead of scanning the folder;
+    /// files of the database that are not listed are removed from it.
+    pub files: Option<Vec<String>>,
+    /// Store descriptors only: no PCA, no HNSW (a shard that `irtdb merge` indexes later).
+    pub skip_index: bool,
+}
+
+/// How the searchable index is built from the descriptors: by `index`, `reindex` and `merge`.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// PCA output dimension; 0 for none.
+    pub pca_dim: usize,
+    pub whiten: bool,
+    pub hnsw: HnswParams,
+}
+
+/// `meta` key: the shard of its folder that a collection holds (`I/N`), absent for a whole
+/// folder.
+pub const META_SHARD: &str = "shard";
+
+/// Shard `index` of `count` (0-based): the files whose [`irtdb_image::shard_of`] their relative
+/// path is `index`. Written and parsed as `I/N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("{s:?} is not a shard: write I/N with 0 <= I < N, e.g. 0/8");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 /// What an index run reports as it goes. Every method has a no-op default.
@@ -67,6 +113,8 @@ pub struct IndexReport {
     pub root: PathBuf,
     pub model: String,
     pub random_weights: bool,
+    /// The shard of the folder this collection holds (`I/N`), if it holds one.
+    pub shard: Option<String>,
     pub scanned: usize,
     pub added: usize,
     pub changed: usize,
@@ -83,18 +131,27 @@ pub struct IndexReport {
     pub embedded: usize,
     pub embed_seconds: f64,
     pub images_per_second: f64,
+    #[serde(flatten)]
+    pub index: IndexSummary,
+    pub seconds: f64,
+    /// Files or folders the scan could not read.
+    #[serde(serialize_with = "crate::lossy::path_problems")]
+    pub scan_problems: Vec<(PathBuf, String)>,
+}
+
+/// What became of the searchable index (PCA + HNSW) at the end of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IndexSummary {
     pub pca: Option<PcaSummary>,
     /// Why there is no PCA, if there is none.
     pub pca_skipped: Option<String>,
     pub indexed: usize,
     pub index_dim: usize,
     pub index_rebuilt: bool,
+    /// Set when the run stored descriptors only (`skip_index`): no PCA, no HNSW.
+    pub index_skipped: bool,
     /// Set when the index was updated in place (no PCA refit, no graph rebuild).
     pub index_update: Option<collection::IndexUpdate>,
-    pub seconds: f64,
-    /// Files or folders the scan could not read.
-    #[serde(serialize_with = "crate::lossy::path_problems")]
-    pub scan_problems: Vec<(PathBuf, String)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -177,6 +234,25 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
             )?
         }
     };
+    // A shard database holds its shard and nothing else, run after run.
+    let asked = opts.shard.map(|s| s.to_string());
+    let recorded = store.meta(META_SHARD)?;
+    if existing.is_some() && recorded != asked {
+        let what = |s: &Option<String>| match s {
+            Some(s) => format!("shard {s} of the folder"),
+            None => "the whole folder".to_string(),
+        };
+        bail!(
+            "{} holds {}; this run asks for {}: use another --db (`irtdb merge` joins shards)",
+            store.path().display(),
+            what(&recorded),
+            what(&asked)
+        );
+    }
+    if let (None, Some(s)) = (&existing, &asked) {
+        store.set_meta(META_SHARD, s)?;
+    }
+
     let weights_hash = spec.weights_hash()?;
     let random_weights = crate::model::is_random_weights(&spec.model);
     // The backbone is opened only when there is something to embed (or nothing is known about
@@ -217,16 +293,32 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         }
     };
 
-    // Scan and diff.
-    progress.stage(&format!("scanning {}", root.display()));
-    let scan = irtdb_image::scan_with_progress(&root, &ScanOptions::default(), &|n| {
-        progress.scanned(n as u64)
-    });
+    // Scan (or list) and diff.
+    let mut scan = match &opts.files {
+        Some(list) => {
+            progress.stage(&format!(
+                "reading {} listed files under {}",
+                list.len(),
+                root.display()
+            ));
+            irtdb_image::list_files(&root, list)
+        }
+        None => {
+            progress.stage(&format!("scanning {}", root.display()));
+            irtdb_image::scan_with_progress(&root, &ScanOptions::default(), &|n| {
+                progress.scanned(n as u64)
+            })
+        }
+    };
+    if let Some(shard) = opts.shard {
+        scan.files.retain(|f| irtdb_image::shard_of(&f.rel_path, shard.count) == shard.index);
+    }
     let mut report = IndexReport {
         db: store.path().to_path_buf(),
         root: root.clone(),
         model: crate::model::describe(&info),
         random_weights,
+        shard: asked,
         scanned: scan.files.len(),
         scan_problems: scan.problems.clone(),
         ..Default::default()
@@ -340,22 +432,61 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         store.commit_batch(model_id, &followed)?;
     }
 
+    let descriptors_changed =
+        report.embedded > 0 || report.same_content > 0 || report.removed > 0 || report.changed > 0;
+    if opts.skip_index {
+        report.index.index_skipped = true;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let nothing_to_index = format!(
+        "no image in {} could be embedded ({} failed): nothing to index; `irtdb info --db {}` \
+         lists the failures",
+        root.display(),
+        report.failed,
+        store.path().display()
+    );
+    let mut summary = IndexSummary::default();
+    finish_index(
+        &mut store,
+        model_id,
+        descriptors_changed,
+        &opts.build,
+        &mut summary,
+        &nothing_to_index,
+        progress,
+    )?;
+    report.index = summary;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The searchable index after a change of descriptors: updated in place when the current
+/// generation still fits (same PCA settings, few enough changes), left alone when nothing
+/// changed and its files are there, rebuilt (PCA refit, new HNSW generation) otherwise. Fills
+/// the index fields of `report`. Shared by `index` and `merge`.
+pub(crate) fn finish_index(
+    store: &mut Store,
+    model_id: i64,
+    descriptors_changed: bool,
+    build: &BuildOptions,
+    report: &mut IndexSummary,
+    nothing_to_index: &str,
+    progress: &dyn Progress,
+) -> Result<()> {
     // PCA and HNSW, unless nothing changed and the current generation still matches.
     // Also when an earlier run changed descriptors and died before recording its generation: its
     // successor finds nothing left to embed, but the current generation is still the old one.
-    let descriptors_changed = report.embedded > 0
-        || report.same_content > 0
-        || report.removed > 0
-        || report.changed > 0
-        || store.meta(META_INDEX_STALE)?.as_deref() == Some("1");
+    let descriptors_changed =
+        descriptors_changed || store.meta(META_INDEX_STALE)?.as_deref() == Some("1");
     let current = store.current_generation(model_id)?;
-    let wanted_pca = opts.pca_dim;
+    let wanted_pca = build.pca_dim;
     let current_pca_dim = match &current {
-        Some(g) => collection::generation_pca(&store, g)?.map(|p| (p.out_dim, p.whiten)),
+        Some(g) => collection::generation_pca(store, g)?.map(|p| (p.out_dim, p.whiten)),
         None => None,
     };
     let current_fits = current.as_ref().is_some_and(|_| match current_pca_dim {
-        Some((d, w)) => d == wanted_pca && w == opts.whiten,
+        Some((d, w)) => d == wanted_pca && w == build.whiten,
         None => {
             wanted_pca == 0
                 || store.descriptor_ids(model_id).map(|d| d.len() <= wanted_pca).unwrap_or(false)
@@ -364,30 +495,30 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     if descriptors_changed && current_fits {
         let g = current.as_ref().expect("checked");
         progress.stage("updating the index in place");
-        if let Some((index, update)) =
-            collection::update_in_place(&mut store, model_id, g, &opts.hnsw)?
+        if let Some((index, update)) = collection::update_in_place(store, model_id, g, &build.hnsw)?
         {
             store.set_meta(META_INDEX_STALE, "0")?;
-            let pca = collection::generation_pca(&store, g)?;
+            let pca = collection::generation_pca(store, g)?;
             report.indexed = index.len();
             report.index_dim = index.dim();
             report.pca = pca.as_ref().map(summary);
             report.index_update = Some(update);
-            report.seconds = started.elapsed().as_secs_f64();
-            return Ok(report);
+            return Ok(());
         }
     }
     if !descriptors_changed && current_fits {
         let g = current.expect("checked");
         // Nothing changed: the index files need only be there (loading a large graph to check it
         // would cost more than the rest of the run; a query verifies them as it loads them).
-        if collection::index_files_present(&store, &g) {
-            let pca = collection::generation_pca(&store, &g)?;
+        if collection::index_files_present(store, &g) {
+            let pca = collection::generation_pca(store, &g)?;
             report.indexed = g.count;
-            report.index_dim = pca.as_ref().map_or(info.dim, |p| p.out_dim);
+            report.index_dim = match &pca {
+                Some(p) => p.out_dim,
+                None => store.model(model_id)?.dim,
+            };
             report.pca = pca.as_ref().map(summary);
-            report.seconds = started.elapsed().as_secs_f64();
-            return Ok(report);
+            return Ok(());
         }
         progress.stage("the index files are missing: rebuilding them from the database");
         report.index_rebuilt = true;
@@ -396,13 +527,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     let descriptors = store.descriptors(model_id)?;
     let n = descriptors.ids.len();
     if n == 0 {
-        bail!(
-            "no image in {} could be embedded ({} failed): nothing to index; `irtdb info --db {}` \
-             lists the failures",
-            root.display(),
-            report.failed,
-            store.path().display()
-        );
+        bail!("{nothing_to_index}");
     }
     let mut pca_id = None;
     let mut pca = None;
@@ -417,7 +542,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
                 "fitting PCA {} → {wanted_pca} on {n} descriptors",
                 descriptors.dim
             ));
-            match Pca::fit(&descriptors.data, n, descriptors.dim, wanted_pca, opts.whiten) {
+            match Pca::fit(&descriptors.data, n, descriptors.dim, wanted_pca, build.whiten) {
                 Ok(p) => {
                     pca_id = Some(store.save_pca(model_id, &collection::pca_to_record(&p))?);
                     pca = Some(p);
@@ -447,13 +572,12 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         },
     };
     progress.stage(&format!("building HNSW over {n} vectors of {} dimensions", v.dim));
-    let (_, index) = collection::build_and_record(&mut store, model_id, pca_id, &v, &opts.hnsw)?;
+    let (_, index) = collection::build_and_record(store, model_id, pca_id, &v, &build.hnsw)?;
     store.set_meta(META_INDEX_STALE, "0")?;
     report.indexed = index.len();
     report.index_dim = v.dim;
     report.pca = pca.as_ref().map(summary);
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
 /// What the scan, diffed against the database, asks of this run.
@@ -632,13 +756,8 @@ fn update(
 }
 
 /// `irtdb reindex`: rebuild PCA and HNSW from the stored descriptors, embedding nothing.
-pub fn reindex(
-    db: &Path,
-    pca_dim: usize,
-    whiten: bool,
-    hnsw: &HnswParams,
-    progress: &dyn Progress,
-) -> Result<IndexReport> {
+pub fn reindex(db: &Path, build: &BuildOptions, progress: &dyn Progress) -> Result<IndexReport> {
+    let (pca_dim, whiten, hnsw) = (build.pca_dim, build.whiten, &build.hnsw);
     let started = Instant::now();
     let mut store = Store::open_existing(db)?;
     let _lock = store.lock_writer(false)?;
@@ -671,7 +790,7 @@ pub fn reindex(
                 pca = Some(p);
             }
             Err(irtdb_index::Error::TooFewSamples { .. }) => {
-                report.pca_skipped = Some(format!(
+                report.index.pca_skipped = Some(format!(
                     "PCA to {pca_dim} needs more than {pca_dim} images, the collection has {n}"
                 ));
             }
@@ -682,10 +801,10 @@ pub fn reindex(
     progress.stage(&format!("building HNSW over {n} vectors of {} dimensions", v.dim));
     let (_, index) = collection::build_and_record(&mut store, row.id, pca_id, &v, hnsw)?;
     store.set_meta(META_INDEX_STALE, "0")?;
-    report.indexed = index.len();
-    report.index_dim = v.dim;
-    report.index_rebuilt = true;
-    report.pca = pca.as_ref().map(summary);
+    report.index.indexed = index.len();
+    report.index.index_dim = v.dim;
+    report.index.index_rebuilt = true;
+    report.index.pca = pca.as_ref().map(summary);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

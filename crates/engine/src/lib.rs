@@ -5,12 +5,15 @@
 
 pub mod analyze;
 pub mod collection;
+pub mod durable;
 pub mod embed;
 pub mod eval;
+pub mod export;
 pub mod html;
 pub mod index;
 pub mod info;
 pub mod lossy;
+pub mod merge;
 pub mod model;
 pub mod query;
 pub mod train;

@@ -566,10 +566,7 @@ fn model_card(
 }
 
 fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    commit_file(&tmp, path)
+    crate::durable::write(path, serde_json::to_string_pretty(value)?.as_bytes())
 }
 
 /// Copies `src` (weights) and its card to `dst` via a temporary name, so a reader never sees a
@@ -579,27 +576,11 @@ fn publish(src: &Path, dst: &Path) -> Result<()> {
         (src.to_path_buf(), dst.to_path_buf()),
         (src.with_extension("json"), dst.with_extension("json")),
     ] {
-        let tmp = d.with_extension("tmp");
+        let tmp = crate::durable::temp_path(&d);
         std::fs::copy(&s, &tmp)
             .with_context(|| format!("copying {} to {}", s.display(), tmp.display()))?;
-        commit_file(&tmp, &d)?;
+        crate::durable::commit_file(&tmp, &d)?;
     }
-    Ok(())
-}
-
-/// Makes the finished file `tmp` durable and gives it its name: fsync the file, rename it over
-/// `path`, fsync the folder (so that the rename survives a power cut). `run.json` is the commit
-/// point of a training run: after this returns, a crash leaves either the old or the new one.
-fn commit_file(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    #[cfg(unix)]
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing the folder {}", dir.display()))?;
     Ok(())
 }
 

@@ -140,6 +140,71 @@ pub fn scan_with_progress(
     result
 }
 
+/// Lists exactly the files named in `rel_paths` (relative to `root`, `/`-separated), as a
+/// scheduler's partition names them: the [`scan`] of a folder that holds only those files.
+///
+/// Each name is checked before it is touched: absolute paths, `..` and empty names are
+/// problems, never opened; so are names without an image extension, files that do not exist
+/// and names that are not regular files. Duplicates are listed once. The result is sorted by
+/// `rel_path` like a scan's; the metadata reads run in parallel.
+pub fn list_files(root: &Path, rel_paths: &[String]) -> ScanResult {
+    let mut result = ScanResult::default();
+    let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let mut names: Vec<&str> = rel_paths.iter().map(|s| s.trim_end_matches('\r')).collect();
+    names.sort_unstable();
+    names.dedup();
+    let listed: Vec<std::result::Result<Option<Listed>, (PathBuf, String)>> = names
+        .into_par_iter()
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let rel = Path::new(name);
+            let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
+            if !plain {
+                return Err((
+                    rel.to_path_buf(),
+                    "listed path must be relative to the folder, without `..` or `.`: skipped"
+                        .to_string(),
+                ));
+            }
+            if !has_image_extension(rel) {
+                return Err((
+                    rel.to_path_buf(),
+                    "listed file has no image extension: skipped".to_string(),
+                ));
+            }
+            let path = root.join(rel);
+            let is_symlink = fs::symlink_metadata(&path)
+                .map(|m| m.is_symlink())
+                .map_err(|e| (path.clone(), format!("listed file cannot be read: {e}")))?;
+            match listed_file(root, &abs_root, &path, is_symlink, false)? {
+                None => Err((path, "listed path is not a regular file: skipped".to_string())),
+                some => Ok(some),
+            }
+        })
+        .collect();
+    for item in listed {
+        match item {
+            Ok(Some((file, _))) => result.files.push(file),
+            Ok(None) => {}
+            Err(problem) => result.problems.push(problem),
+        }
+    }
+    result.files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    result.problems.sort();
+    result
+}
+
+/// The shard (`0..count`) that the file at `rel_path` belongs to when a collection is split
+/// into `count` shards: the first 8 bytes of BLAKE3 of the `/`-separated relative path, read
+/// as a little-endian u64, modulo `count`. It depends on the path alone, so every machine
+/// computes the same split, and a file keeps its shard as long as it keeps its path.
+pub fn shard_of(rel_path: &str, count: u32) -> u32 {
+    let hash = blake3::hash(rel_path.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    (u64::from_le_bytes(first) % u64::from(count.max(1))) as u32
+}
+
 /// How often [`scan_with_progress`] reports.
 pub const PROGRESS_EVERY: usize = 1000;
 
