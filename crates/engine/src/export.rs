@@ -2,7 +2,7 @@
 //! distributed vector store (or Spark, pandas, DuckDB) when one machine's HNSW is not enough.
 //!
 //! One row per embedded image: `id` (int64), `path` (string), `label` (string, null for files in
-//! the root), `descriptor` (list<float>). By default the descriptor is the vector the
+//! the root), `descriptor` (`list<float>`). By default the descriptor is the vector the
 //! collection's index searches — PCA-projected (and whitened) when the collection has a PCA,
 //! L2-normalised, so inner product is cosine; `raw` exports the model's descriptors instead.
 //! The file's key-value metadata says what the vectors are, so a consumer can embed its
