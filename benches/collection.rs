@@ -359,9 +359,9 @@ fn model_load_breakdown(model: &Path, image: &Path, plugin_path: &Path) -> Resul
     let s = time(&mut || spec.weights_hash().map(drop))?;
     t.row(vec!["blake3 of the weights file (check_weights)".into(), ms(s)]);
 
-    let default_chain = spec.plugin_config();
-    let mut cpu_only = spec.plugin_config();
-    cpu_only["providers"] = serde_json::json!(["cpu"]);
+    let default_chain = spec.plugin_config()?;
+    let mut cpu_only = spec.plugin_config()?;
+    cpu_only.providers = Some(vec!["cpu".into()]);
     let limits = DecodeLimits::default();
     for (what, config) in [
         ("create backbone, default providers, first in process", &default_chain),

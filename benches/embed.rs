@@ -83,7 +83,7 @@ fn main() -> Result<()> {
     }
     table.print();
     println!(
-        "forward alone: PluginBackbone::forward on a preprocessed batch (ONNX Runtime CPU provider, \
+        "forward alone: LoadedBackbone::forward on a preprocessed batch (ONNX Runtime CPU provider, \
          its default intra-op threads). end to end: embed_files over the JPEG files (decode, \
          resize, crop, normalise on rayon one batch ahead, forward, CLS pooling, L2). Medians \
          of {ROUNDS} alternating rounds; e2e / forward is the median of the per-round ratios. \
@@ -167,7 +167,10 @@ fn model_rows(
     let write_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let backbone = plugin
-        .create_backbone(&serde_json::json!({ "model": model, "providers": ["cpu"] }))
+        .create_backbone(&irtdb_plugin_api::BackboneConfig {
+            providers: Some(vec!["cpu".into()]),
+            ..irtdb_plugin_api::BackboneConfig::new(&model)
+        })
         .with_context(|| format!("creating {arch}"))?;
     let load_s = t.elapsed().as_secs_f64();
     let info = backbone.info().clone();

@@ -11,9 +11,9 @@ use irtdb_engine::analyze::AnalyzeOptions;
 /// Writes to --out: energy.svg/.png, the cumulative energy of the principal components of the
 /// descriptors (a steep rise means the embedding collapsed onto few directions), and, when the
 /// images have labels (sub-folder names), similarity.svg/.png, histograms of the cosine
-/// similarity of positive pairs (same label) and negative pairs; plus analysis.json. The PNGs
-/// carry no text (the SVGs have the labels). Give --db several times to overlay collections,
-/// e.g. one gallery indexed with different weights.
+/// similarity of positive pairs (same label) and negative pairs; plus analysis.json. The SVG
+/// and the PNG of a figure show the same chart, with title, axis labels, ticks and legend. Give
+/// --db several times to overlay collections, e.g. one gallery indexed with different weights.
 ///
 /// Example: irtdb analyze --db irt_l.db --db irt_r.db --out figures/
 #[derive(Debug, clap::Args)]
@@ -33,6 +33,10 @@ pub struct Args {
     /// Seed of the pair sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Draw the energy curve's component axis on a log scale (spreads out the first few
+    /// components, where a collapsed embedding puts most of its energy).
+    #[arg(long)]
+    log_energy: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -45,6 +49,7 @@ pub fn run(args: Args) -> Result<()> {
         max_pairs: args.max_pairs,
         bins: args.bins,
         seed: args.seed,
+        log_energy: args.log_energy,
     })?;
     if args.json {
         return super::print_json(&report);

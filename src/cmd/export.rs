@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let r = irtdb_engine::export::parquet(&args.db.db, &args.parquet, args.raw)?;
+    let r = irtdb_engine::export::parquet(&args.db.path, &args.parquet, args.raw)?;
     if args.json {
         return super::print_json(&r);
     }

@@ -74,12 +74,12 @@ pub struct Args {
     json: bool,
 }
 
-/// `--db`, shared by the collection commands.
+/// `--db`, shared by the collection commands: the SQLite file (never the gallery's images).
 #[derive(Debug, clap::Args)]
 pub struct DbArg {
     /// The collection database (index files sit beside it).
-    #[arg(long, env = "IRTDB_DB", default_value = "irtdb.db")]
-    pub db: PathBuf,
+    #[arg(long = "db", value_name = "DB", env = "IRTDB_DB", default_value = "irtdb.db")]
+    pub path: PathBuf,
 }
 
 /// PCA and HNSW settings, shared by index and reindex.
@@ -157,7 +157,7 @@ pub fn run(args: Args) -> Result<()> {
     let files = args.files_from.as_deref().map(read_list).transpose()?;
     let opts = IndexOptions {
         root: args.dir.clone(),
-        db: args.db.db.clone(),
+        db: args.db.path.clone(),
         spec,
         build: args.build.options(),
         batch: args.batch,
@@ -188,7 +188,7 @@ pub struct ReindexArgs {
 
 pub fn reindex(args: ReindexArgs) -> Result<()> {
     let report = irtdb_engine::index::reindex(
-        &args.db.db,
+        &args.db.path,
         &args.build.options(),
         &super::progress::Bar::new(args.json),
     )?;

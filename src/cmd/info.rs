@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let info = irtdb_engine::info::run_checked(&args.db.db, args.check)?;
+    let info = irtdb_engine::info::run_checked(&args.db.path, args.check)?;
     if args.json {
         return super::print_json(&info);
     }

@@ -35,7 +35,7 @@ pub fn run(args: Args) -> Result<()> {
     let bar = super::progress::Bar::new(args.json);
     let opts = MergeOptions {
         shards: args.shards,
-        db: args.db.db,
+        db: args.db.path,
         build: args.build.options(),
         wait: args.wait,
     };

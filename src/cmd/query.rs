@@ -39,7 +39,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.k > 0, "--k must be at least 1");
     let report = irtdb_engine::query::run(&QueryOptions {
-        db: args.db.db.clone(),
+        db: args.db.path.clone(),
         queries: args.queries.clone(),
         k: args.k,
         exact: args.exact,

@@ -1,48 +1,12 @@
 //! `irtdb index` / `query` / `info` / `reindex` on generated galleries through the real ort
 //! plugin and a tiny random ViT.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use crate::util::*;
 
-struct Collection {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    gallery: PathBuf,
-    db: PathBuf,
-    model: PathBuf,
-}
+/// The shared fixture, with this module's commands.
+type Collection = Fixture;
 
-impl Collection {
-    /// A gallery of `classes × per_class` generated JPEGs (64 px) and a micro ViT.
-    fn new(classes: usize, per_class: usize) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let gallery = dir.join("gallery");
-        for c in 0..classes {
-            let class_dir = gallery.join(format!("class{c:02}"));
-            std::fs::create_dir_all(&class_dir).unwrap();
-            for i in 0..per_class {
-                write_picture(
-                    &class_dir.join(format!("{i:03}.jpg")),
-                    64,
-                    48,
-                    (c * 1000 + i) as u32,
-                );
-            }
-        }
-        let (model, _) = write_micro_vit(&dir, false);
-        Collection { db: dir.join("c.db"), _tmp: tmp, dir, gallery, model }
-    }
-
-    /// `irtdb SUBCOMMAND --db <db> ARGS...`
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = irtdb();
-        c.arg(args[0]).arg("--db").arg(&self.db).args(&args[1..]);
-        c
-    }
-
+impl Fixture {
     fn index(&self, extra: &[&str]) -> serde_json::Value {
         let mut c = self.cmd(&["index", "--json"]);
         if !extra.contains(&"--dim") {
@@ -50,10 +14,6 @@ impl Collection {
         }
         c.arg(&self.gallery).arg("--model").arg(&self.model).args(extra);
         json(&run_expect(&mut c, 0))
-    }
-
-    fn info(&self) -> serde_json::Value {
-        json(&run_expect(&mut self.cmd(&["info", "--json"]), 0))
     }
 
     fn query(&self, queries: &[String], extra: &[&str]) -> serde_json::Value {
@@ -188,14 +148,7 @@ fn corrupt_files_are_recorded_and_skipped() {
     let r = c.index(&[]);
     assert_eq!((n(&r["embedded"]), n(&r["failed"])), (10, 2), "{r:#}");
     let info = c.info();
-    let failures: Vec<(String, String)> = info["failures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (f["path"].as_str().unwrap().to_string(), f["error"].as_str().unwrap().to_string())
-        })
-        .collect();
+    let failures = info_failures(&info);
     assert_eq!(failures.len(), 2, "{info:#}");
     assert!(
         failures.iter().any(|(p, e)| p == "class00/broken.jpg" && e.contains("broken.jpg")),

@@ -8,21 +8,11 @@ use std::process::Command;
 
 use crate::util::*;
 
-/// A temp dir with the micro ViT in it.
-struct Setup {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    model: PathBuf,
-}
+/// The shared fixture (the micro ViT; galleries are written by each test), with this module's
+/// commands.
+type Setup = Fixture;
 
-impl Setup {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let (model, _) = write_micro_vit(&dir, false);
-        Setup { _tmp: tmp, dir, model }
-    }
-
+impl Fixture {
     /// `irtdb eval --protocol P --data DIR --model M --batch 16 --json`.
     fn eval(&self, protocol: &str, data: &Path) -> serde_json::Value {
         let mut c = self.eval_cmd(protocol, data);
@@ -132,7 +122,7 @@ fn write_images(
 
 #[test]
 fn sop_layout_matches_a_brute_force_recall() {
-    let s = Setup::new();
+    let s = Setup::model_only();
     let data = s.dir.join("Stanford_Online_Products");
     let images = write_images(&data, &[3, 7, 8, 11, 20, 21], 4, |c| format!("cat_final/{c}"));
     let mut list = String::from("image_id class_id super_class_id path\n");
@@ -174,7 +164,7 @@ fn sop_layout_matches_a_brute_force_recall() {
 
 #[test]
 fn cub_layout_keeps_classes_101_to_200() {
-    let s = Setup::new();
+    let s = Setup::model_only();
     let data = s.dir.join("CUB_200_2011");
     let classes = [99, 100, 101, 150, 200];
     let images = write_images(&data.join("images"), &classes, 3, |c| format!("{c:03}.Bird_{c}"));
@@ -200,7 +190,7 @@ fn cub_layout_keeps_classes_101_to_200() {
 
 #[test]
 fn inshop_layout_scores_queries_against_the_gallery() {
-    let s = Setup::new();
+    let s = Setup::model_only();
     let data = s.dir.join("inshop");
     let items = [1, 2, 3, 4];
     let images = write_images(&data.join("img/WOMEN"), &items, 4, |c| format!("id_{c:08}"));
@@ -291,7 +281,7 @@ fn revisited_dataset(s: &Setup, name: &str, protocol: u32) -> PathBuf {
 
 #[test]
 fn revisited_oxford_and_paris_read_the_pickle_and_score_easy_medium_hard() {
-    let s = Setup::new();
+    let s = Setup::model_only();
     for (name, protocol) in [("roxford5k", 2), ("rparis6k", 4)] {
         let data = revisited_dataset(&s, name, protocol);
         let r = s.eval(name, &data);
@@ -322,7 +312,7 @@ fn revisited_oxford_and_paris_read_the_pickle_and_score_easy_medium_hard() {
 
 #[test]
 fn missing_files_say_what_was_expected() {
-    let s = Setup::new();
+    let s = Setup::model_only();
     let empty = s.dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let err = stderr(&run_expect(&mut s.eval_cmd("sop", &empty), 2));
@@ -395,7 +385,7 @@ fn indexed_gallery(dir: &Path, db_name: &str, model: &Path) -> PathBuf {
 
 #[test]
 fn eval_db_is_leave_one_out_on_the_stored_descriptors() {
-    let s = Setup::new();
+    let s = Setup::model_only();
     let db = indexed_gallery(&s.dir, "c.db", &s.model);
     let r = json(&run_expect(irtdb().args(["eval", "--json", "--db"]).arg(&db), 0));
     assert_eq!(r["protocol"], "db");
@@ -473,7 +463,7 @@ fn eval_db_is_leave_one_out_on_the_stored_descriptors() {
 
 #[test]
 fn analyze_writes_figures_with_consistent_numbers() {
-    let s = Setup::new();
+    let s = Setup::model_only();
     let db = indexed_gallery(&s.dir, "c.db", &s.model);
     let db2 = indexed_gallery(&s.dir, "d.db", &s.model);
     let out = s.dir.join("figures");
@@ -544,7 +534,7 @@ fn analyze_writes_figures_with_consistent_numbers() {
 /// DeiT-Tiny (192-d) at 32 px, an In-Shop layout of 140 images and a revisited one of 130.
 #[test]
 fn pca_128_is_scored_on_query_gallery_and_revisited_layouts() {
-    let s = Setup::new();
+    let s = Setup::model_only();
     let model = s.dir.join("tiny.safetensors");
     let mut c = irtdb();
     c.args(["model", "random", "--arch", "deit_tiny_patch16_224", "--depth", "1"])

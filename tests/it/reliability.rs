@@ -33,9 +33,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::util::*;
 
-/// Images of the generated galleries are 64×48 JPEGs (as in `collection.rs`).
-const W: u32 = 64;
-const H: u32 = 48;
+const W: u32 = PICTURE_W;
+const H: u32 = PICTURE_H;
 
 fn seed() -> u64 {
     let seed = std::env::var("IRTDB_RELIABILITY_SEED")
@@ -46,35 +45,10 @@ fn seed() -> u64 {
     seed
 }
 
-/// A temporary folder with a gallery, a micro ViT and a database path.
-struct Setup {
-    tmp: tempfile::TempDir,
-    gallery: PathBuf,
-    db: PathBuf,
-    model: PathBuf,
-}
+/// The shared fixture, with this module's commands.
+type Setup = Fixture;
 
-impl Setup {
-    /// `classes × per_class` pictures in `gallery/classNN/III.jpg`.
-    fn new(classes: usize, per_class: usize) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let gallery = tmp.path().join("gallery");
-        add_pictures(&gallery, 0, classes, per_class, 0);
-        let (model, _) = write_micro_vit(tmp.path(), false);
-        Setup { db: tmp.path().join("c.db"), gallery, model, tmp }
-    }
-
-    fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    /// `irtdb SUB --db <db> ARGS...`
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = irtdb();
-        c.arg(args[0]).arg("--db").arg(&self.db).args(&args[1..]);
-        c
-    }
-
+impl Fixture {
     /// `irtdb index --db <db> --batch 8 <gallery> --model <model> [--dim 16] EXTRA...`
     fn index_cmd(&self, extra: &[&str]) -> Command {
         let mut c = self.cmd(&["index", "--batch", "8"]);
@@ -85,31 +59,15 @@ impl Setup {
         c
     }
 
-    fn info(&self) -> serde_json::Value {
-        json(&run_expect(&mut self.cmd(&["info", "--json"]), 0))
-    }
-
     /// Removes the database and everything beside it that belongs to it (WAL, lock, index files).
     fn remove_db(&self) {
         let name = self.db.file_name().unwrap().to_str().unwrap().to_string();
-        for e in std::fs::read_dir(self.dir()).unwrap() {
+        for e in std::fs::read_dir(&self.dir).unwrap() {
             let e = e.unwrap();
             let n = e.file_name().to_string_lossy().into_owned();
             if n.starts_with(&name) || n.starts_with(&format!(".{name}")) {
                 std::fs::remove_file(e.path()).unwrap();
             }
-        }
-    }
-}
-
-/// Writes `classes × per_class` pictures into `gallery/class{first_class + c}/`, with seeds offset
-/// by `salt` (so that rewriting a file with another salt changes its content).
-fn add_pictures(gallery: &Path, first_class: usize, classes: usize, per_class: usize, salt: u32) {
-    for c in first_class..first_class + classes {
-        let dir = gallery.join(format!("class{c:02}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            write_picture(&dir.join(format!("{i:03}.jpg")), W, H, (c * 1000 + i) as u32 + salt);
         }
     }
 }
@@ -496,7 +454,7 @@ fn a_run_killed_after_embedding_leaves_no_stale_index_behind() {
         ".c.db.hnsw-17.tmp-4242-0.irtdb-hnsw",
         "c.db.hnsw-18.hnsw.data",
     ] {
-        std::fs::write(s.dir().join(stray), b"left by a killed run").unwrap();
+        std::fs::write(s.dir.join(stray), b"left by a killed run").unwrap();
     }
     assert_eq!(check_database(&s.db).stray_files, 3);
     // The next run has nothing left to embed, but must not keep the stale generation.
@@ -779,14 +737,7 @@ fn a_hostile_gallery_is_embedded_or_recorded_file_by_file() {
         store.images().unwrap().into_iter().map(|r| (r.path.clone(), r)).collect();
     let problems: Vec<(String, String)> =
         serde_json::from_value(report["scan_problems"].clone()).unwrap();
-    let failures: BTreeMap<String, String> = info["failures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (f["path"].as_str().unwrap().to_string(), f["error"].as_str().unwrap().to_string())
-        })
-        .collect();
+    let failures: BTreeMap<String, String> = info_failures(&info).into_iter().collect();
 
     let mut tally: BTreeMap<&str, (usize, usize)> = BTreeMap::new(); // kind → (as expected, not)
     let mut wrong = Vec::new();
@@ -870,7 +821,7 @@ fn a_hostile_gallery_is_embedded_or_recorded_file_by_file() {
         json(&out)["images"][0]["path"].as_str().unwrap(),
         names.join("caf\u{FFFD}.jpg").to_str().unwrap()
     );
-    let odd_model = s.dir().join(OsStr::from_bytes(b"m\xff.safetensors"));
+    let odd_model = s.dir.join(OsStr::from_bytes(b"m\xff.safetensors"));
     std::fs::copy(&s.model, &odd_model).unwrap();
     let out = run_expect(
         irtdb().args(["embed", "--model"]).arg(&odd_model).arg(g.join("class00/000.jpg")),
@@ -894,7 +845,7 @@ fn files_vanishing_during_an_index_run_are_recorded_or_dropped() {
         .map(|v| (Duration::from_millis(rng.random_range(0..1500)), v.clone()))
         .collect();
     order.sort();
-    let log = s.dir().join("vanish.log");
+    let log = s.dir.join("vanish.log");
     let mut child = spawn_logged(&mut s.index_cmd(&["--json"]), &log);
     let t0 = Instant::now();
     for (at, rel) in &order {
@@ -942,7 +893,7 @@ fn queries_during_an_index_run_never_fail_and_see_whole_batches() {
     add_pictures(&s.gallery, 5, 20, 18, 0); // 360 more: 45 batches of 8
     let total = 400usize;
 
-    let log = s.dir().join("writer.log");
+    let log = s.dir.join("writer.log");
     let mut writer = spawn_logged(&mut s.index_cmd(&["--json"]), &log);
     let lock_file = {
         let mut p = s.db.clone().into_os_string();
@@ -1003,13 +954,13 @@ fn queries_during_an_index_run_never_fail_and_see_whole_batches() {
             }
             waiter = Some(spawn_logged(
                 &mut s.index_cmd(&["--wait", "--json"]),
-                &s.dir().join("waiter.log"),
+                &s.dir.join("waiter.log"),
             ));
         }
     }
     assert!(writer.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
     let waited = waiter.expect("the writer held the lock at some point").wait().unwrap();
-    assert!(waited.success(), "{}", std::fs::read_to_string(s.dir().join("waiter.log")).unwrap());
+    assert!(waited.success(), "{}", std::fs::read_to_string(s.dir.join("waiter.log")).unwrap());
     eprintln!(
         "during one index run: {infos} info + {queries} exact + {hnsw_queries} HNSW queries, none \
          failed; embedded counts seen {seen_counts:?}; second writer refused {refused}×, ran after \
@@ -1040,7 +991,7 @@ fn a_second_writer_is_refused_or_queued_while_the_lock_is_held() {
     // Readers are not blocked.
     run_expect(&mut s.cmd(&["query", "id:1", "--json"]), 0);
 
-    let log = s.dir().join("wait.log");
+    let log = s.dir.join("wait.log");
     let mut waiting = spawn_logged(&mut s.index_cmd(&["--wait"]), &log);
     // Until it says that it waits (the event, not a guess at how long it takes to get there).
     let t = Instant::now();
@@ -1101,14 +1052,14 @@ fn a_damaged_database_is_reported_as_damaged_never_a_crash() {
     let store = irtdb_store::Store::open_existing(&s.db).unwrap();
     store.connection().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
     drop(store);
-    let pristine = s.dir().join("pristine.db");
+    let pristine = s.dir.join("pristine.db");
     std::fs::copy(&s.db, &pristine).unwrap();
     let page = 4096usize;
     let len = std::fs::metadata(&pristine).unwrap().len() as usize;
     let pages = len / page;
     assert!(pages >= 8, "database of {pages} pages is too small to damage in the middle");
     let mut rng = StdRng::seed_from_u64(seed() ^ 0xdead);
-    let damaged = s.dir().join("damaged.db");
+    let damaged = s.dir.join("damaged.db");
     let info = |db: &Path| irtdb().args(["info", "--db"]).arg(db).output().unwrap();
     let clear = |out: &std::process::Output, what: &str| {
         let err = stderr(out);
@@ -1135,7 +1086,7 @@ fn a_damaged_database_is_reported_as_damaged_never_a_crash() {
     let (mut noticed, mut checked_noticed, mut total) = (0, 0, 0);
     for p in 1..pages {
         damaged_copy(&pristine, &damaged, |b| rng.fill(&mut b[p * page..(p + 1) * page]));
-        let _ = std::fs::remove_file(s.dir().join("damaged.db-wal"));
+        let _ = std::fs::remove_file(s.dir.join("damaged.db-wal"));
         let out = info(&damaged);
         assert!(out.status.code().is_some(), "page {p}: irtdb died of a signal: {:?}", out.status);
         if out.status.code() == Some(2) {

@@ -157,3 +157,79 @@ pub fn write_micro_vit(dir: &Path, distilled: bool) -> (PathBuf, irtdb_onnx::Vit
     std::fs::write(path.with_extension("json"), card.to_string()).unwrap();
     (path, weights)
 }
+
+/// Pictures of the generated galleries are 64×48 JPEGs.
+pub const PICTURE_W: u32 = 64;
+pub const PICTURE_H: u32 = 48;
+
+/// The shared fixture of the collection tests: a temporary folder `dir` with the micro ViT
+/// (`model`), a gallery of generated pictures in class folders (`gallery`) and the path of the
+/// collection database (`db`, not created).
+pub struct Fixture {
+    pub _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub gallery: PathBuf,
+    pub db: PathBuf,
+    pub model: PathBuf,
+}
+
+impl Fixture {
+    /// `classes × per_class` pictures in `gallery/classNN/III.jpg` (see [`add_pictures`]).
+    pub fn new(classes: usize, per_class: usize) -> Self {
+        let f = Self::model_only();
+        add_pictures(&f.gallery, 0, classes, per_class, 0);
+        f
+    }
+
+    /// The micro ViT only; `gallery` (`dir/gallery`) is not written.
+    pub fn model_only() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let (model, _) = write_micro_vit(&dir, false);
+        Fixture { gallery: dir.join("gallery"), db: dir.join("c.db"), dir, model, _tmp: tmp }
+    }
+
+    /// `irtdb SUBCOMMAND --db <db> ARGS...`
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = irtdb();
+        c.arg(args[0]).arg("--db").arg(&self.db).args(&args[1..]);
+        c
+    }
+
+    /// `irtdb info --db <db> --json`.
+    pub fn info(&self) -> serde_json::Value {
+        json(&run_expect(&mut self.cmd(&["info", "--json"]), 0))
+    }
+}
+
+/// The `(path, error)` of every failed image that `irtdb info --json` lists.
+pub fn info_failures(info: &serde_json::Value) -> Vec<(String, String)> {
+    info["failures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no failures list in {info:#}"))
+        .iter()
+        .map(|f| {
+            (f["path"].as_str().unwrap().to_string(), f["error"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Writes `classes × per_class` pictures into `gallery/class{first_class + c}/III.jpg`, picture
+/// `i` of class `c` from seed `c · 1000 + i + salt` (so that rewriting a file with another salt
+/// changes its content).
+pub fn add_pictures(
+    gallery: &Path,
+    first_class: usize,
+    classes: usize,
+    per_class: usize,
+    salt: u32,
+) {
+    for c in first_class..first_class + classes {
+        let dir = gallery.join(format!("class{c:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let seed = (c * 1000 + i) as u32 + salt;
+            write_picture(&dir.join(format!("{i:03}.jpg")), PICTURE_W, PICTURE_H, seed);
+        }
+    }
+}

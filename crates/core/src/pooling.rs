@@ -5,7 +5,7 @@ use crate::{Error, Features, Result};
 
 /// Turns a backbone's features into one vector per image.
 pub trait Pooling {
-    /// Pools `features` to `[B, D]`. The result is not normalised; see [`l2_normalize_rows`].
+    /// Pools `features` to `[B, D]`. The result is not normalised; see [`l2_normalise_rows`].
     fn pool(&self, features: &Features) -> Result<Array2<f32>>;
 }
 
@@ -128,17 +128,50 @@ impl Pool {
     }
 }
 
-/// Scales each row to unit L2 norm, in place. A zero or non-finite row is an error (it would
-/// poison every similarity it takes part in), reported with its index.
-pub fn l2_normalize_rows(x: &mut Array2<f32>) -> Result<()> {
+/// Scales `v` to unit L2 norm, in place, and returns the norm it had. A vector without a
+/// direction (norm zero or not finite) is left as it is: whether that is an error is the
+/// caller's to say — a model's output is ([`l2_normalise_rows`]), a PCA projection at the mean
+/// is not (it stays zero, equally far from everything).
+///
+/// The one L2 normalisation of irtdb: the embedder, the index's PCA projection, evaluation and
+/// analysis all call it, so a descriptor is scaled the same way wherever it is computed.
+pub fn l2_normalise(v: &mut [f32]) -> f32 {
+    // Eight running sums: the loop vectorises, and the result does not depend on the CPU.
+    let mut acc = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    let norm =
+        ((acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail)
+            .sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    norm
+}
+
+/// Scales each row to unit L2 norm, in place, with [`l2_normalise`]. A zero or non-finite row
+/// is an error (it would poison every similarity it takes part in), reported with its index.
+pub fn l2_normalise_rows(x: &mut Array2<f32>) -> Result<()> {
     for (i, mut row) in x.axis_iter_mut(Axis(0)).enumerate() {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let norm = match row.as_slice_mut() {
+            Some(r) => l2_normalise(r),
+            None => {
+                let mut r = row.to_vec();
+                let norm = l2_normalise(&mut r);
+                row.assign(&ndarray::ArrayView1::from(&r));
+                norm
+            }
+        };
         if !norm.is_finite() || norm == 0.0 {
             return Err(Error::Invalid(format!(
                 "descriptor {i} has norm {norm}: the model produced a zero or non-finite vector"
             )));
         }
-        row.mapv_inplace(|v| v / norm);
     }
     Ok(())
 }
@@ -223,9 +256,9 @@ mod tests {
     #[test]
     fn l2_normalises_and_rejects_zero() {
         let mut x = array![[3.0, 4.0], [0.0, 2.0]];
-        l2_normalize_rows(&mut x).unwrap();
+        l2_normalise_rows(&mut x).unwrap();
         assert_eq!(x, array![[0.6, 0.8], [0.0, 1.0]]);
         let mut z = array![[1.0, 0.0], [0.0, 0.0]];
-        assert!(l2_normalize_rows(&mut z).unwrap_err().to_string().contains("descriptor 1"));
+        assert!(l2_normalise_rows(&mut z).unwrap_err().to_string().contains("descriptor 1"));
     }
 }

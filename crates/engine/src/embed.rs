@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use irtdb_core::{l2_normalize_rows, Backbone, Pool, Pooling};
+use irtdb_core::{l2_normalise_rows, Backbone, Pool, Pooling};
 use irtdb_image::{BatchPipeline, DecodeLimits};
 use ndarray::{Array2, ArrayView4};
 
@@ -35,7 +35,7 @@ impl<B: Backbone> Embedder<B> {
     pub fn embed_tensor(&mut self, images: ArrayView4<'_, f32>) -> irtdb_core::Result<Array2<f32>> {
         let features = self.backbone.forward(images)?;
         let mut pooled = self.pooling.pool(&features)?;
-        l2_normalize_rows(&mut pooled)?;
+        l2_normalise_rows(&mut pooled)?;
         Ok(pooled)
     }
 }

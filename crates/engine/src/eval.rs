@@ -1048,7 +1048,9 @@ mod tests {
                 (s % 20_001) as f32 / 10_000.0 - 1.0
             })
             .collect();
-        v.chunks_exact_mut(dim).for_each(irtdb_index::l2_normalise);
+        v.chunks_exact_mut(dim).for_each(|r| {
+            irtdb_core::l2_normalise(r);
+        });
         v
     }
 

@@ -163,7 +163,7 @@ pub fn parquet(db: &Path, file: &Path, raw: bool) -> Result<ExportReport> {
     crate::durable::commit_file(&tmp, file)?;
     let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     Ok(ExportReport {
-        file: std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
+        file: irtdb_core::absolute(file),
         rows: vectors.ids.len(),
         dim: vectors.dim,
         vectors: if raw { "raw" } else { "indexed" },

@@ -84,7 +84,7 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
     if opts.shards.is_empty() {
         bail!("nothing to merge: name the shard databases, e.g. `irtdb merge shards/*.db --db all.db`");
     }
-    let out_path = std::path::absolute(&opts.db).unwrap_or_else(|_| opts.db.clone());
+    let out_path = irtdb_core::absolute(&opts.db);
     let mut inputs = Vec::with_capacity(opts.shards.len());
     let mut seen_paths = HashSet::new();
     for path in &opts.shards {

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use irtdb_core::{Backbone, BackboneInfo, Pool};
-use irtdb_plugin_api::host::{Plugin, PluginBackbone};
+use irtdb_plugin_api::host::{LoadedBackbone, Plugin};
+use irtdb_plugin_api::BackboneConfig;
 use serde::{Deserialize, Serialize};
 
 /// The plugin used when none is named.
@@ -222,27 +223,22 @@ impl ModelSpec {
         }
     }
 
-    /// The JSON handed to the plugin's `backbone_create`.
-    pub fn plugin_config(&self) -> serde_json::Value {
-        let mut c = serde_json::json!({ "model": self.model });
-        if let Some(p) = &self.providers {
-            c["providers"] = serde_json::json!(p);
-        }
-        if let Some(p) = &self.preprocess {
-            c["preprocess"] = p.clone();
-        }
+    /// The configuration handed to the plugin's `backbone_create`: model, providers and
+    /// preprocessing, with the further options laid over them.
+    pub fn plugin_config(&self) -> Result<BackboneConfig> {
+        let mut c = BackboneConfig::new(&self.model);
+        c.providers = self.providers.clone();
+        c.preprocess = self.preprocess.clone();
         if let Some(serde_json::Value::Object(o)) = &self.options {
-            for (k, v) in o {
-                c[k] = v.clone();
-            }
+            c.merge(o).map_err(anyhow::Error::msg)?;
         }
-        c
+        Ok(c)
     }
 
     /// Loads the plugin and creates the backbone.
-    pub fn open(&self) -> Result<(Plugin, PluginBackbone)> {
+    pub fn open(&self) -> Result<(Plugin, LoadedBackbone)> {
         let plugin = Plugin::open(&self.plugin)?;
-        let backbone = plugin.create_backbone(&self.plugin_config())?;
+        let backbone = plugin.create_backbone(&self.plugin_config()?)?;
         let info = backbone.info();
         if !matches!(self.pooling, Pool::Cls) && info.output == irtdb_core::OutputKind::Pooled {
             bail!(irtdb_core::Error::NeedsTokens { pooling: self.pooling.name() });

@@ -263,10 +263,10 @@ pub trait TrainProgress {
     }
 }
 
-/// Reports nothing.
+/// Progress that reports nothing (the same word as [`crate::index::Silent`]).
 #[derive(Debug)]
-pub struct Quiet;
-impl TrainProgress for Quiet {}
+pub struct Silent;
+impl TrainProgress for Silent {}
 
 // ----- data ---------------------------------------------------------------------------------
 
@@ -698,20 +698,14 @@ fn train_loop(
         None => (opts.model.clone(), None),
     };
     let heads = source_heads(&opts);
-    let mut config = serde_json::json!({
-        "model": weights, "device": opts.device, "beta": opts.beta, "lambda": opts.lambda,
-        "memory": memory, "weight_decay": opts.weight_decay,
-    });
-    for (key, v) in [
-        ("heads", heads.map(serde_json::Value::from)),
-        ("preprocess", opts.preprocess.clone()),
-        ("threads", opts.threads.map(serde_json::Value::from)),
-        ("input_size", opts.input_size.map(|s| serde_json::json!(s))),
-    ] {
-        if let Some(v) = v {
-            config[key] = v;
-        }
-    }
+    let mut config = irtdb_plugin_api::TrainerConfig::new(weights);
+    config.device = Some(opts.device.clone());
+    (config.beta, config.lambda) = (Some(opts.beta), Some(opts.lambda));
+    (config.memory, config.weight_decay) = (Some(memory), Some(opts.weight_decay));
+    config.backbone.heads = heads;
+    config.backbone.preprocess = opts.preprocess.clone();
+    config.backbone.threads = opts.threads.map(|t| t.max(0) as usize);
+    config.backbone.input_size = opts.input_size;
     let plugin = irtdb_plugin_api::host::Plugin::open(&opts.plugin)?;
     if !plugin.can_train() {
         bail!(

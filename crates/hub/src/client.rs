@@ -290,7 +290,7 @@ impl Client {
             let Some(commit) = commit.filter(|c| is_commit(c)) else {
                 return Err(Failure::Fatal(self.not_a_hub(&url, "X-Repo-Commit")));
             };
-            let Some(etag) = linked.or_else(|| header("etag")).map(|e| normalize_etag(&e)) else {
+            let Some(etag) = linked.or_else(|| header("etag")).map(|e| normalise_etag(&e)) else {
                 return Err(Failure::Fatal(self.not_a_hub(&url, "ETag")));
             };
             if etag.is_empty() || etag.contains(['/', '\\']) || etag.starts_with('.') {
@@ -521,7 +521,7 @@ impl Client {
 }
 
 /// `W/"abc"` → `abc`, as huggingface_hub normalises it.
-fn normalize_etag(e: &str) -> String {
+fn normalise_etag(e: &str) -> String {
     e.trim().trim_start_matches("W/").trim_matches('"').to_string()
 }
 
@@ -581,8 +581,8 @@ mod tests {
 
     #[test]
     fn etags_and_urls() {
-        assert_eq!(normalize_etag("W/\"abc\""), "abc");
-        assert_eq!(normalize_etag("\"abc\""), "abc");
+        assert_eq!(normalise_etag("W/\"abc\""), "abc");
+        assert_eq!(normalise_etag("\"abc\""), "abc");
         assert_eq!(
             join_url("http://h:1/a/resolve/main/x", "/b/resolve/main/x"),
             "http://h:1/b/resolve/main/x"

@@ -73,7 +73,7 @@ pub fn scan_with_progress(
     progress: &(dyn Fn(usize) + Sync),
 ) -> ScanResult {
     let mut result = ScanResult::default();
-    let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let abs_root = irtdb_core::absolute(root);
     let walker = WalkDir::new(root)
         .follow_links(opts.follow_links)
         .sort_by_file_name()
@@ -149,7 +149,7 @@ pub fn scan_with_progress(
 /// `rel_path` like a scan's; the metadata reads run in parallel.
 pub fn list_files(root: &Path, rel_paths: &[String]) -> ScanResult {
     let mut result = ScanResult::default();
-    let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let abs_root = irtdb_core::absolute(root);
     let mut names: Vec<&str> = rel_paths.iter().map(|s| s.trim_end_matches('\r')).collect();
     names.sort_unstable();
     names.dedup();

@@ -26,4 +26,4 @@ pub use exact::exact_search;
 pub use hnsw::{
     HnswIndex, HnswParams, UpdatePlan, UpdateStats, COMPACT_FRACTION, INDEX_FORMAT_VERSION,
 };
-pub use pca::{l2_normalise, Pca};
+pub use pca::Pca;

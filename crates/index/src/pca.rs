@@ -15,6 +15,7 @@
 //! `sqrt(explained_variance[i])`) and L2-renormalises, because the index searches by inner
 //! product on unit vectors.
 
+use irtdb_core::l2_normalise;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -214,14 +215,6 @@ impl Pca {
                 *v /= var.max(1e-12).sqrt();
             }
         }
-    }
-}
-
-/// Scales `v` to unit L2 norm; leaves an all-zero vector alone.
-pub fn l2_normalise(v: &mut [f32]) {
-    let norm = dot(v, v).sqrt();
-    if norm > 0.0 && norm.is_finite() {
-        v.iter_mut().for_each(|x| *x /= norm);
     }
 }
 

@@ -13,6 +13,7 @@ use irtdb_core::{Backbone, BackboneInfo, Features, OutputKind};
 use ndarray::{Array2, Array3, ArrayView4};
 use thiserror::Error;
 
+use crate::{BackboneConfig, TrainerConfig};
 use crate::{
     EntryFn, OutTensor, PluginDescription, PluginVTable, ABI_VERSION, CAP_INFER, ENTRY_SYMBOL,
     MIN_STRUCT_SIZE, STATUS_OK, STATUS_PANIC,
@@ -317,14 +318,14 @@ impl Plugin {
     }
 
     /// Creates a backbone from a JSON configuration (the plugin documents its keys).
-    pub fn create_backbone(&self, config: &serde_json::Value) -> Result<PluginBackbone, CallError> {
+    pub fn create_backbone(&self, config: &BackboneConfig) -> Result<LoadedBackbone, CallError> {
         if self.0.capabilities & CAP_INFER == 0 {
             return Err(CallError::Unsupported {
                 plugin: self.0.name.clone(),
                 what: "run inference",
             });
         }
-        let json = CString::new(config.to_string()).expect("JSON has no NUL");
+        let json = config_json(config);
         let mut handle: crate::BackboneHandle = std::ptr::null_mut();
         // SAFETY: ABI call with a valid string and out-pointer.
         let status = unsafe { (self.0.vtable.backbone_create)(json.as_ptr(), &mut handle) };
@@ -340,7 +341,7 @@ impl Plugin {
             return Err(bad("backbone_create succeeded but returned a null handle".into()));
         }
         // Owned from here on, so that every early return below destroys the handle.
-        let mut backbone = PluginBackbone { plugin: self.clone(), handle, info: None };
+        let mut backbone = LoadedBackbone { plugin: self.clone(), handle, info: None };
         // SAFETY: valid handle; string valid until the next call on the handle.
         let info_json = unsafe { plugin_str((self.0.vtable.backbone_info)(handle)) }
             .ok_or_else(|| bad("info is null or not UTF-8".into()))?;
@@ -354,10 +355,17 @@ impl Plugin {
     }
 }
 
-/// A backbone that lives in a plugin, seen through [`Backbone`].
+/// A configuration as the NUL-terminated JSON the ABI carries.
+fn config_json(config: &impl serde::Serialize) -> CString {
+    let json = serde_json::to_string(config).expect("a configuration serialises to JSON");
+    CString::new(json).expect("JSON escapes NUL")
+}
+
+/// A backbone that lives in a plugin, seen through [`Backbone`]: the host's handle on what the
+/// plugin implements as a [`crate::plugin::PluginBackbone`].
 ///
 /// Calls on one handle are serialised by `&mut self`; the plugin may run them on any thread.
-pub struct PluginBackbone {
+pub struct LoadedBackbone {
     plugin: Plugin,
     handle: crate::BackboneHandle,
     info: Option<BackboneInfo>,
@@ -365,31 +373,31 @@ pub struct PluginBackbone {
 
 // SAFETY: the ABI requires handles to be usable from any thread, one call at a time; `&mut self`
 // on forward provides the "one at a time".
-unsafe impl Send for PluginBackbone {}
+unsafe impl Send for LoadedBackbone {}
 
-impl std::fmt::Debug for PluginBackbone {
+impl std::fmt::Debug for LoadedBackbone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginBackbone")
+        f.debug_struct("LoadedBackbone")
             .field("plugin", &self.plugin)
             .field("info", &self.info)
             .finish()
     }
 }
 
-impl Drop for PluginBackbone {
+impl Drop for LoadedBackbone {
     fn drop(&mut self) {
         // SAFETY: the handle came from backbone_create and is destroyed exactly once.
         unsafe { (self.plugin.0.vtable.backbone_destroy)(self.handle) };
     }
 }
 
-impl PluginBackbone {
+impl LoadedBackbone {
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
     }
 }
 
-impl Backbone for PluginBackbone {
+impl Backbone for LoadedBackbone {
     fn info(&self) -> &BackboneInfo {
         self.info.as_ref().expect("set at creation")
     }
@@ -520,7 +528,7 @@ impl Plugin {
     }
 
     /// Creates a trainer from a JSON configuration (the plugin documents its keys).
-    pub fn create_trainer(&self, config: &serde_json::Value) -> Result<PluginTrainer, CallError> {
+    pub fn create_trainer(&self, config: &TrainerConfig) -> Result<LoadedTrainer, CallError> {
         if self.0.capabilities & crate::CAP_TRAIN == 0 {
             return Err(CallError::Unsupported { plugin: self.0.name.clone(), what: "train" });
         }
@@ -537,7 +545,7 @@ impl Plugin {
                 crate::TRAIN_STRUCT_SIZE
             )));
         }
-        let json = CString::new(config.to_string()).expect("JSON has no NUL");
+        let json = config_json(config);
         let mut handle: crate::TrainerHandle = std::ptr::null_mut();
         // SAFETY: the table has the trainer part (checked above); valid string and out-pointer.
         let status = unsafe { (self.0.vtable.trainer_create)(json.as_ptr(), &mut handle) };
@@ -547,7 +555,7 @@ impl Plugin {
         if handle.is_null() {
             return Err(bad("trainer_create succeeded but returned a null handle".into()));
         }
-        let mut trainer = PluginTrainer { plugin: self.clone(), handle, info: None };
+        let mut trainer = LoadedTrainer { plugin: self.clone(), handle, info: None };
         // SAFETY: valid handle; string valid until the next call on the handle.
         let info_json = unsafe { plugin_str((self.0.vtable.trainer_info)(handle)) }
             .ok_or_else(|| bad("trainer_info is null or not UTF-8".into()))?;
@@ -564,33 +572,34 @@ impl Plugin {
     }
 }
 
-/// A trainer that lives in a plugin, seen through [`irtdb_core::Trainer`].
-pub struct PluginTrainer {
+/// A trainer that lives in a plugin, seen through [`irtdb_core::Trainer`]: the host's handle on
+/// what the plugin implements as a [`crate::plugin::PluginTrainer`].
+pub struct LoadedTrainer {
     plugin: Plugin,
     handle: crate::TrainerHandle,
     info: Option<BackboneInfo>,
 }
 
-// SAFETY: as for PluginBackbone: any thread, one call at a time (`&mut self`).
-unsafe impl Send for PluginTrainer {}
+// SAFETY: as for LoadedBackbone: any thread, one call at a time (`&mut self`).
+unsafe impl Send for LoadedTrainer {}
 
-impl std::fmt::Debug for PluginTrainer {
+impl std::fmt::Debug for LoadedTrainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginTrainer")
+        f.debug_struct("LoadedTrainer")
             .field("plugin", &self.plugin)
             .field("info", &self.info)
             .finish()
     }
 }
 
-impl Drop for PluginTrainer {
+impl Drop for LoadedTrainer {
     fn drop(&mut self) {
         // SAFETY: the handle came from trainer_create and is destroyed exactly once.
         unsafe { (self.plugin.0.vtable.trainer_destroy)(self.handle) };
     }
 }
 
-impl PluginTrainer {
+impl LoadedTrainer {
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
     }
@@ -618,7 +627,7 @@ impl PluginTrainer {
     }
 }
 
-impl irtdb_core::Trainer for PluginTrainer {
+impl irtdb_core::Trainer for LoadedTrainer {
     fn info(&self) -> &BackboneInfo {
         self.info.as_ref().expect("set at creation")
     }

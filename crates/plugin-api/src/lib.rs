@@ -18,14 +18,19 @@
 //!
 //! - [`plugin`]: what a plugin author uses: implement [`plugin::PluginBackend`], call
 //!   [`export_plugin!`]; every entry point then catches panics and reports them as errors.
+//! - [`config`]: the typed configurations ([`BackboneConfig`], [`TrainerConfig`]) the host
+//!   sends and the plugin receives.
 //! - `host` (feature `host`): finding, loading and wrapping plugins into
 //!   [`irtdb_core::Backbone`], so that the rest of irtdb never sees FFI.
 
 use std::ffi::{c_char, c_void};
 
+pub mod config;
 #[cfg(feature = "host")]
 pub mod host;
 pub mod plugin;
+
+pub use config::{BackboneConfig, TrainerConfig};
 
 /// The ABI version this crate speaks. Bumped only for changes that appending cannot express.
 pub const ABI_VERSION: u32 = 1;

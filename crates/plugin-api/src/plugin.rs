@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use irtdb_core::{BackboneInfo, StepStats};
 
+use crate::config::{BackboneConfig, TrainerConfig};
 use crate::{
     BackboneHandle, OutTensor, PluginDescription, PluginVTable, Status, TrainerHandle, ABI_VERSION,
     MAX_DIMS, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
@@ -28,14 +29,15 @@ pub trait PluginBackend: 'static {
     type Backbone: PluginBackbone;
     /// What the plugin offers on this machine (called once, cached).
     fn describe() -> PluginDescription;
-    /// Creates a backbone from the host's JSON configuration.
-    fn create(config_json: &str) -> Result<Self::Backbone, String>;
+    /// Creates a backbone from the host's configuration (parsed from its JSON by the generated
+    /// entry point; a malformed one never reaches the plugin).
+    fn create(config: BackboneConfig) -> Result<Self::Backbone, String>;
     /// [`NoTrainer`] for a plugin that only runs inference.
     type Trainer: PluginTrainer;
-    /// Creates a trainer from the host's JSON configuration. The default refuses: the host
-    /// never calls it unless [`Self::CAPABILITIES`] has [`crate::CAP_TRAIN`].
-    fn create_trainer(config_json: &str) -> Result<Self::Trainer, String> {
-        let _ = config_json;
+    /// Creates a trainer from the host's configuration. The default refuses: the host never
+    /// calls it unless [`Self::CAPABILITIES`] has [`crate::CAP_TRAIN`].
+    fn create_trainer(config: TrainerConfig) -> Result<Self::Trainer, String> {
+        let _ = config;
         Err(format!("plugin {} cannot train", Self::NAME.to_string_lossy()))
     }
 }
@@ -92,6 +94,14 @@ pub trait PluginBackbone: 'static {
     /// `input` is `[B, 3, H, W]` (shape in `shape`); returns the output shape and values.
     fn forward(&mut self, input: &[f32], shape: &[usize])
         -> Result<(Vec<usize>, Vec<f32>), String>;
+}
+
+/// A configuration from the host's JSON; the error names the plugin and the key at fault.
+fn parse_config<T: PluginBackend, C: serde::de::DeserializeOwned>(
+    json: &str,
+    what: &str,
+) -> Result<C, String> {
+    crate::config::parse(json, what).map_err(|e| format!("{}: {e}", T::NAME.to_string_lossy()))
 }
 
 thread_local! {
@@ -201,7 +211,7 @@ unsafe extern "C" fn backbone_create<T: PluginBackend>(
         let config = unsafe { CStr::from_ptr(config_json) }
             .to_str()
             .map_err(|_| "backbone_create: config is not UTF-8".to_string())?;
-        let backbone = T::create(config)?;
+        let backbone = T::create(parse_config::<T, _>(config, "backbone")?)?;
         let info_json = serde_json::to_string(&backbone.info()).map_err(|e| e.to_string())?;
         let handle = Box::new(Handle::<T::Backbone> {
             backbone,
@@ -345,7 +355,7 @@ unsafe extern "C" fn trainer_create<T: PluginBackend>(
         }
         // SAFETY: the host passes a valid string or null (refused).
         let config = unsafe { arg_str(config_json, "trainer_create") }?;
-        let trainer = T::create_trainer(config)?;
+        let trainer = T::create_trainer(parse_config::<T, _>(config, "trainer")?)?;
         let info_json = serde_json::to_string(&trainer.info()).map_err(|e| e.to_string())?;
         let b = Box::new(TrainerBox::<T::Trainer> {
             trainer,

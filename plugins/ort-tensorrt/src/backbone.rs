@@ -62,7 +62,7 @@ fn input_spec(
             shape.len()
         ));
     }
-    let layout = match config.layout {
+    let layout = match config.own.layout {
         Some(l) => l,
         None if shape[1] == 3 => Layout::Nchw,
         None if shape[3] == 3 => Layout::Nhwc,
@@ -96,10 +96,10 @@ fn input_spec(
     };
     let dynamic = h <= 0 || w <= 0;
     let size = if dynamic {
-        config.input_size.or_else(|| hint.and_then(hint_size)).unwrap_or([224, 224])
+        config.base.input_size.or_else(|| hint.and_then(hint_size)).unwrap_or([224, 224])
     } else {
         let fixed = [h as u32, w as u32];
-        if let Some(s) = config.input_size.filter(|&s| s != fixed) {
+        if let Some(s) = config.base.input_size.filter(|&s| s != fixed) {
             return Err(format!(
                 "model {path}: its input is fixed at {}x{}, so it cannot run at {}x{}; drop \
                  --input-size (or export the model with a dynamic size)",
@@ -109,7 +109,7 @@ fn input_spec(
         fixed
     };
     let batch = (shape[0] > 0).then_some(shape[0] as usize);
-    let raw = pixels == Pixels::U8 || config.raw_pixels == Some(true);
+    let raw = pixels == Pixels::U8 || config.own.raw_pixels == Some(true);
     Ok((InputSpec { name, layout, pixels, batch, raw }, size, dynamic))
 }
 
@@ -153,7 +153,7 @@ struct LoadedModel {
 }
 
 fn load_model(config: &Config) -> Result<LoadedModel, String> {
-    let path = &config.model;
+    let path = &config.base.model;
     if !path.is_file() {
         return Err(format!("model file {} does not exist", path.display()));
     }
@@ -162,14 +162,14 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
         "onnx" => Ok(LoadedModel {
             onnx: None,
             architecture: "onnx".into(),
-            prefix_tokens: config.prefix_tokens,
+            prefix_tokens: config.own.prefix_tokens,
             preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path),
         }),
         "safetensors" => {
-            let overrides = irtdb_onnx::ConfigOverrides { heads: config.heads, ..Default::default() };
+            let overrides = irtdb_onnx::ConfigOverrides { heads: config.base.heads, ..Default::default() };
             let mut weights =
                 irtdb_onnx::VitWeights::load(path, &overrides).map_err(|e| e.to_string())?;
-            if let Some([h, w]) = config.input_size {
+            if let Some([h, w]) = config.base.input_size {
                 weights.resample_to([h as usize, w as usize]).map_err(|e| e.to_string())?;
             }
             // Tokens, so that the host pools them as the user chose; an average-pooled (fc_norm)
@@ -210,12 +210,13 @@ fn register_providers(
         let result = match p {
             ProviderName::Tensorrt => {
                 let cache = config
+                    .own
                     .trt_cache_dir
                     .clone()
                     .or_else(|| dirs::cache_dir().map(|d| d.join("irtdb").join("tensorrt")));
                 let mut ep = ort::ep::TensorRT::default()
                     .with_device_id(config.device_id)
-                    .with_fp16(config.trt_fp16.unwrap_or(true));
+                    .with_fp16(config.own.trt_fp16.unwrap_or(true));
                 if let Some(dir) = cache {
                     let _ = std::fs::create_dir_all(&dir);
                     ep = ep
@@ -275,12 +276,12 @@ impl OrtBackbone {
     pub fn new(config: &Config) -> Result<Self, String> {
         let rt = runtime::environment()?;
         let model = load_model(config)?;
-        let path = config.model.display().to_string();
+        let path = config.base.model.display().to_string();
         let mut builder = Session::builder(&rt.env)
             .map_err(|e| e.to_string())?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| e.to_string())?;
-        if let Some(t) = config.threads.filter(|&t| t > 0) {
+        if let Some(t) = config.base.threads.filter(|&t| t > 0) {
             builder = builder.with_intra_threads(t).map_err(|e| e.to_string())?;
         }
         let (mut builder, provider) = register_providers(builder, config)?;
@@ -288,16 +289,17 @@ impl OrtBackbone {
         // are found; irtdb's own graphs come from memory.
         let session = match &model.onnx {
             Some(bytes) => builder.commit_from_memory(bytes),
-            None => builder.commit_from_file(&config.model),
+            None => builder.commit_from_file(&config.base.model),
         }
         .map_err(|e| format!("ONNX Runtime cannot load model {path}: {e}"))?;
 
         let (input, size, dynamic) =
             input_spec(&session, config, model.preprocess_hint.as_ref(), &path)?;
-        let output_name = pick_output(&session, config.output.as_deref(), &path)?;
+        let output_name = pick_output(&session, config.own.output.as_deref(), &path)?;
         let mut preprocess = Preprocess::imagenet(size[0]);
         preprocess.size = size;
-        for o in [model.preprocess_hint.as_ref(), config.preprocess.as_ref()].into_iter().flatten()
+        for o in
+            [model.preprocess_hint.as_ref(), config.base.preprocess.as_ref()].into_iter().flatten()
         {
             // `apply_overrides` ignores size keys: the size is the model's (or --input-size).
             preprocess.apply_overrides(o).map_err(|e| format!("model {path}: {e}"))?;

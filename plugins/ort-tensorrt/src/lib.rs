@@ -18,10 +18,10 @@ mod config;
 mod runtime;
 
 use irtdb_plugin_api::plugin::PluginBackend;
-use irtdb_plugin_api::{PluginDescription, CAP_INFER};
+use irtdb_plugin_api::{BackboneConfig, PluginDescription, CAP_INFER};
 
 pub use backbone::OrtBackbone;
-pub use config::{Config, ProviderName};
+pub use config::{Config, OrtOptions, ProviderName};
 
 /// The plugin type exported through the irtdb plugin ABI.
 #[derive(Debug)]
@@ -56,9 +56,8 @@ impl PluginBackend for OrtPlugin {
         d
     }
 
-    fn create(config_json: &str) -> Result<OrtBackbone, String> {
-        let config: Config = serde_json::from_str(config_json)
-            .map_err(|e| format!("ort-tensorrt: invalid backbone config: {e}"))?;
+    fn create(config: BackboneConfig) -> Result<OrtBackbone, String> {
+        let config = Config::new(config).map_err(|e| format!("ort-tensorrt: {e}"))?;
         OrtBackbone::new(&config)
     }
 }

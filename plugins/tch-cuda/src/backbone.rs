@@ -1,9 +1,8 @@
 //! The inference backbone: a [`Vit`] on CUDA or the CPU, behind the plugin ABI.
 
-use std::path::PathBuf;
-
 use irtdb_core::{BackboneInfo, OutputKind, Preprocess};
 use irtdb_plugin_api::plugin::PluginBackbone;
+use irtdb_plugin_api::BackboneConfig;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -23,41 +22,39 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-/// Backbone configuration, the JSON `backbone_create` receives (all keys but `model` optional):
+/// A backbone configuration as this plugin reads it: the shared keys of [`BackboneConfig`]
+/// (`model`: a timm-named ViT/DeiT/ResNet `.safetensors` file; `input_size` resamples a ViT's
+/// position embedding as timm's `resample_abs_pos_embed` does; `threads` sizes libtorch's
+/// intra-op pool; `providers`, what `irtdb --providers` sends: `cuda` and `cpu` are understood,
+/// the first one decides, and it overrides `device`) plus the plugin's own key `device`:
 /// `{"model": "deit_small.safetensors", "device": "auto" | "cpu" | "cuda"}`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(try_from = "BackboneConfig")]
 pub struct Config {
-    /// A timm-named ViT/DeiT `.safetensors` file.
-    pub model: PathBuf,
-    #[serde(default)]
+    pub base: BackboneConfig,
     pub device: DeviceChoice,
-    /// CUDA device index (with `device` `cuda` or `auto`).
+}
+
+/// The plugin's own keys of a backbone configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Own {
     #[serde(default)]
-    pub device_id: usize,
-    /// Attention heads, when neither the sidecar nor the architecture name tells.
-    #[serde(default)]
-    pub heads: Option<usize>,
-    /// Preprocessing overrides (irtdb or timm keys), applied over the model's sidecar.
-    #[serde(default)]
-    pub preprocess: Option<serde_json::Value>,
-    /// CPU threads for libtorch's intra-op pool (0 or absent: libtorch's default).
-    #[serde(default)]
-    pub threads: Option<i32>,
-    /// What `irtdb --providers` sends (the ort plugin's key): `cuda` and `cpu` are understood,
-    /// the first one decides, and it overrides `device` (`["cuda", ...]` = `"device": "cuda"`).
-    #[serde(default)]
-    pub providers: Option<Vec<String>>,
-    /// Run a ViT at this `[H, W]` (`--input-size`): the position embedding is resampled as
-    /// timm's `resample_abs_pos_embed` does.
-    #[serde(default)]
-    pub input_size: Option<[u32; 2]>,
+    device: DeviceChoice,
+}
+
+impl TryFrom<BackboneConfig> for Config {
+    type Error = String;
+    fn try_from(base: BackboneConfig) -> Result<Self, String> {
+        let own: Own = base.extra_as()?;
+        Ok(Config { base, device: own.device })
+    }
 }
 
 impl Config {
     /// The device choice after `providers`.
     pub fn device_choice(&self) -> Result<DeviceChoice, String> {
-        let Some(list) = &self.providers else { return Ok(self.device) };
+        let Some(list) = &self.base.providers else { return Ok(self.device) };
         for p in list {
             if p != "cuda" && p != "cpu" {
                 return Err(format!(
@@ -71,6 +68,11 @@ impl Config {
             Some(_) => Ok(DeviceChoice::Cpu),
             None => Err("providers: the list is empty; name cuda or cpu".into()),
         }
+    }
+
+    /// CUDA device index (with `device` `cuda` or `auto`).
+    pub fn device_id(&self) -> usize {
+        self.base.device_id.unwrap_or(0) as usize
     }
 }
 
@@ -128,7 +130,7 @@ pub struct TchBackbone {
 
 impl TchBackbone {
     pub fn new(config: &Config) -> Result<Self, String> {
-        let path = &config.model;
+        let path = &config.base.model;
         if !path.is_file() {
             return Err(format!("model file {} does not exist", path.display()));
         }
@@ -140,12 +142,12 @@ impl TchBackbone {
                 path.display()
             ));
         }
-        if let Some(t) = config.threads.filter(|&t| t > 0) {
-            tch::set_num_threads(t);
+        if let Some(t) = config.base.threads.filter(|&t| t > 0) {
+            tch::set_num_threads(i32::try_from(t).unwrap_or(i32::MAX));
         }
-        let device = resolve_device(config.device_choice()?, config.device_id)?;
+        let device = resolve_device(config.device_choice()?, config.device_id())?;
         let (net, architecture, output, dim, size) = if is_resnet_file(path)? {
-            if config.input_size.is_some() {
+            if config.base.input_size.is_some() {
                 return Err("--input-size applies to ViTs; this ResNet runs at 224".into());
             }
             let r = ResNet::from_safetensors(path, device)?;
@@ -155,10 +157,10 @@ impl TchBackbone {
             (Net::ResNet(r), arch, OutputKind::Pooled, dim, [224, 224])
         } else {
             let overrides =
-                irtdb_onnx::ConfigOverrides { heads: config.heads, ..Default::default() };
+                irtdb_onnx::ConfigOverrides { heads: config.base.heads, ..Default::default() };
             let mut weights =
                 irtdb_onnx::VitWeights::load(path, &overrides).map_err(|e| e.to_string())?;
-            if let Some([h, w]) = config.input_size {
+            if let Some([h, w]) = config.base.input_size {
                 weights.resample_to([h as usize, w as usize]).map_err(|e| e.to_string())?;
             }
             let vit = Vit::from_weights(&weights, device)?;
@@ -173,9 +175,10 @@ impl TchBackbone {
         };
         let mut preprocess = Preprocess::imagenet(size[0]);
         preprocess.size = size;
-        for o in [irtdb_onnx::sidecar::preprocess_hint(path).as_ref(), config.preprocess.as_ref()]
-            .into_iter()
-            .flatten()
+        for o in
+            [irtdb_onnx::sidecar::preprocess_hint(path).as_ref(), config.base.preprocess.as_ref()]
+                .into_iter()
+                .flatten()
         {
             preprocess.apply_overrides(o).map_err(|e| format!("model {}: {e}", path.display()))?;
         }

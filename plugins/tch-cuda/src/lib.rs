@@ -8,8 +8,8 @@
 //! AdamW, timm-named checkpoints, resumable state) and is served through the ABI's `trainer_*`
 //! functions ([`CAP_TRAIN`]); `irtdb train` drives it.
 //!
-//! Backbone config (JSON): `{"model": path, "device": "auto" | "cpu" | "cuda"}` plus optional
-//! `device_id`, `heads`, `preprocess`, `threads` (see [`backbone::Config`]). The device in use is
+//! Backbone config (JSON): `{"model": path, "device": "auto" | "cpu" | "cuda"}` plus the
+//! optional shared keys of [`irtdb_plugin_api::BackboneConfig`] (see [`backbone::Config`]). The device in use is
 //! reported as the backbone's `provider`: `cuda:0` or `cpu`.
 //!
 //! Building needs libtorch 2.11.0: `scripts/setup-libtorch.sh` (CPU) or `--cuda`; the build
@@ -23,7 +23,7 @@ pub mod train;
 pub mod vit;
 
 use irtdb_plugin_api::plugin::{PluginBackend, PluginTrainer};
-use irtdb_plugin_api::{PluginDescription, CAP_INFER, CAP_TRAIN};
+use irtdb_plugin_api::{BackboneConfig, PluginDescription, TrainerConfig, CAP_INFER, CAP_TRAIN};
 
 pub use backbone::{Config, DeviceChoice, TchBackbone};
 pub use train::{TchTrainer, TrainConfig};
@@ -74,14 +74,14 @@ impl PluginBackend for TchPlugin {
         }
     }
 
-    fn create(config_json: &str) -> Result<TchBackbone, String> {
-        let config: Config = serde_json::from_str(config_json)
+    fn create(config: BackboneConfig) -> Result<TchBackbone, String> {
+        let config = Config::try_from(config)
             .map_err(|e| format!("tch-cuda: invalid backbone config: {e}"))?;
         TchBackbone::new(&config)
     }
 
-    fn create_trainer(config_json: &str) -> Result<TchTrainer, String> {
-        let config: TrainConfig = serde_json::from_str(config_json)
+    fn create_trainer(config: TrainerConfig) -> Result<TchTrainer, String> {
+        let config = TrainConfig::try_from(config)
             .map_err(|e| format!("tch-cuda: invalid trainer config: {e}"))?;
         TchTrainer::new(config).map_err(|e| e.to_string())
     }

@@ -16,62 +16,90 @@
 //! whose gradients overflow is skipped and halves the scale, and 2000 clean steps double it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use irtdb_core::{BackboneInfo, Error, OutputKind, Result, StepStats, Trainer};
+use irtdb_plugin_api::{BackboneConfig, TrainerConfig};
 use ndarray::{Array2, ArrayView4};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::backbone::{Config as BackboneConfig, DeviceChoice, TchBackbone};
+use crate::backbone::{Config, DeviceChoice, TchBackbone};
 use crate::loss;
 use crate::net::Net;
 
-/// Training configuration: the JSON `trainer_create` receives. Every key but `model` has a
-/// default; the defaults are the paper's category-level recipe.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A training configuration as this plugin reads it: the shared keys of [`TrainerConfig`]
+/// (the starting weights, a timm-named ViT/DeiT or ResNet `.safetensors` file, and how to run
+/// them; `input_size` trains a ViT at that `[H, W]`, its starting position embedding resampled
+/// and the weights saved at the trained size), with every absent recipe value replaced by the
+/// paper's category-level recipe, plus the plugin's own keys (`koleo_eps`, `adam_beta1`,
+/// `adam_beta2`, `adam_eps`, `amp`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "TrainerConfig")]
 pub struct TrainConfig {
-    /// The starting weights: a timm-named ViT/DeiT (or ResNet) `.safetensors` file.
-    pub model: PathBuf,
-    #[serde(default)]
+    /// The network: model, heads, preprocessing, threads, input size, device id.
+    pub base: BackboneConfig,
     pub device: DeviceChoice,
-    #[serde(default)]
-    pub device_id: usize,
-    #[serde(default)]
-    pub heads: Option<usize>,
-    #[serde(default)]
-    pub preprocess: Option<serde_json::Value>,
-    /// CPU threads for libtorch's intra-op pool (absent or 0: libtorch's default).
-    #[serde(default)]
-    pub threads: Option<i32>,
-    /// Train a ViT at this `[H, W]`: the starting position embedding is resampled (as timm's
-    /// `resample_abs_pos_embed`), and the weights are saved at the trained size.
-    #[serde(default)]
-    pub input_size: Option<[u32; 2]>,
     /// Contrastive margin β.
-    #[serde(default = "defaults::beta")]
     pub beta: f64,
     /// KoLeo weight λ (0: IRT_L).
-    #[serde(default = "defaults::lambda")]
     pub lambda: f64,
-    #[serde(default = "defaults::koleo_eps")]
     pub koleo_eps: f64,
     /// Cross-batch memory size in embeddings (0: no memory).
-    #[serde(default)]
     pub memory: usize,
     /// AdamW weight decay, applied to weight matrices and convolution kernels only.
-    #[serde(default = "defaults::weight_decay")]
     pub weight_decay: f64,
-    #[serde(default = "defaults::beta1")]
     pub adam_beta1: f64,
-    #[serde(default = "defaults::beta2")]
     pub adam_beta2: f64,
-    #[serde(default = "defaults::adam_eps")]
     pub adam_eps: f64,
     /// Mixed precision on CUDA (ignored on the CPU).
-    #[serde(default = "defaults::amp")]
     pub amp: bool,
+}
+
+/// The plugin's own keys of a training configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Own {
+    #[serde(default = "defaults::koleo_eps")]
+    koleo_eps: f64,
+    #[serde(default = "defaults::beta1")]
+    adam_beta1: f64,
+    #[serde(default = "defaults::beta2")]
+    adam_beta2: f64,
+    #[serde(default = "defaults::adam_eps")]
+    adam_eps: f64,
+    #[serde(default = "defaults::amp")]
+    amp: bool,
+}
+
+impl TryFrom<TrainerConfig> for TrainConfig {
+    type Error = String;
+    fn try_from(t: TrainerConfig) -> Result<Self, String> {
+        let own: Own = t.extra_as()?;
+        let device = match t.device.as_deref() {
+            None | Some("auto") => DeviceChoice::Auto,
+            Some("cpu") => DeviceChoice::Cpu,
+            Some("cuda") => DeviceChoice::Cuda,
+            Some(other) => {
+                return Err(format!(
+                    "device '{other}': the tch-cuda plugin knows auto, cpu and cuda"
+                ))
+            }
+        };
+        Ok(TrainConfig {
+            base: BackboneConfig { extra: Default::default(), ..t.backbone },
+            device,
+            beta: t.beta.unwrap_or_else(defaults::beta),
+            lambda: t.lambda.unwrap_or_else(defaults::lambda),
+            koleo_eps: own.koleo_eps,
+            memory: t.memory.unwrap_or(0),
+            weight_decay: t.weight_decay.unwrap_or_else(defaults::weight_decay),
+            adam_beta1: own.adam_beta1,
+            adam_beta2: own.adam_beta2,
+            adam_eps: own.adam_eps,
+            amp: own.amp,
+        })
+    }
 }
 
 mod defaults {
@@ -136,7 +164,7 @@ fn backend(e: impl std::fmt::Display) -> Error {
     Error::Backend(e.to_string())
 }
 
-fn l2_normalize(z: &Tensor) -> Tensor {
+fn l2_normalise(z: &Tensor) -> Tensor {
     z / z.square().sum_dim_intlist(-1, true, z.kind()).sqrt().clamp_min(1e-12)
 }
 
@@ -150,17 +178,8 @@ pub fn decays(name: &str, dims: usize) -> bool {
 impl TchTrainer {
     pub fn new(config: TrainConfig) -> Result<Self> {
         // The backbone does the loading, device choice and preprocessing; take its network.
-        let bb = TchBackbone::new(&BackboneConfig {
-            model: config.model.clone(),
-            device: config.device,
-            device_id: config.device_id,
-            heads: config.heads,
-            preprocess: config.preprocess.clone(),
-            threads: config.threads,
-            providers: None,
-            input_size: config.input_size,
-        })
-        .map_err(backend)?;
+        let bb = TchBackbone::new(&Config { base: config.base.clone(), device: config.device })
+            .map_err(backend)?;
         let (net, device, mut info) = bb.into_parts();
         info.output = OutputKind::Pooled;
         let mut named: Vec<(String, Tensor)> = net.vs().variables().into_iter().collect();
@@ -231,7 +250,7 @@ impl TchTrainer {
     fn descriptors(&self, x: &Tensor) -> Tensor {
         let amp = self.mixed_precision();
         let pooled = tch::autocast(amp, || self.net.forward_pooled(x));
-        l2_normalize(&pooled.to_kind(Kind::Float))
+        l2_normalise(&pooled.to_kind(Kind::Float))
     }
 
     fn enqueue(&mut self, z: &Tensor, labels: &Tensor) {

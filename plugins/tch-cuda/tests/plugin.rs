@@ -13,6 +13,11 @@ use irtdb_plugin_api::host::Plugin;
 use ndarray::{Array4, ArrayView1};
 use serde_json::json;
 
+/// A backbone configuration from JSON, as the host would send it.
+fn config(v: serde_json::Value) -> irtdb_plugin_api::BackboneConfig {
+    serde_json::from_value(v).expect("a backbone configuration")
+}
+
 /// The directory of the test binary's build: `target/debug`, where the cdylib lands.
 fn build_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -70,7 +75,7 @@ fn loads_describes_and_embeds_on_cpu() {
     let cfg = deit_config("vit_micro").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = model(dir.path(), &cfg);
-    let mut bb = plugin.create_backbone(&json!({"model": path, "device": "cpu"})).unwrap();
+    let mut bb = plugin.create_backbone(&config(json!({"model": path, "device": "cpu"}))).unwrap();
     let info = bb.info().clone();
     assert_eq!(info.provider, "cpu");
     assert_eq!(info.dim, 32);
@@ -81,13 +86,15 @@ fn loads_describes_and_embeds_on_cpu() {
     assert_eq!(t.dim(), (4, cfg.num_tokens(), 32));
 
     // Errors cross the boundary as messages.
-    let e =
-        plugin.create_backbone(&json!({"model": dir.path().join("nope.safetensors")})).unwrap_err();
+    let e = plugin
+        .create_backbone(&config(json!({"model": dir.path().join("nope.safetensors")})))
+        .unwrap_err();
     assert!(e.to_string().contains("does not exist"), "{e}");
-    let e = plugin.create_backbone(&json!({"model": path, "devise": "cpu"})).unwrap_err();
+    let e = plugin.create_backbone(&config(json!({"model": path, "devise": "cpu"}))).unwrap_err();
     assert!(e.to_string().contains("devise"), "{e}");
     if !tch::Cuda::is_available() {
-        let e = plugin.create_backbone(&json!({"model": path, "device": "cuda"})).unwrap_err();
+        let e =
+            plugin.create_backbone(&config(json!({"model": path, "device": "cuda"}))).unwrap_err();
         assert!(e.to_string().contains("no CUDA device"), "{e}");
     }
 }
@@ -98,7 +105,7 @@ fn auto_device_uses_cuda_when_present() {
     let cfg = deit_config("vit_micro").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = model(dir.path(), &cfg);
-    let bb = plugin.create_backbone(&json!({"model": path})).unwrap();
+    let bb = plugin.create_backbone(&config(json!({"model": path}))).unwrap();
     let want = if tch::Cuda::is_available() { "cuda:0" } else { "cpu" };
     assert_eq!(bb.info().provider, want);
 }
@@ -155,10 +162,12 @@ fn matches_the_ort_plugin() {
         }
         let x = images(&cfg, batch);
         let mut tch_bb = tch_plugin()
-            .create_backbone(&json!({"model": path, "device": "auto", "input_size": size}))
+            .create_backbone(&config(json!({"model": path, "device": "auto", "input_size": size})))
             .unwrap();
         let mut ort_bb = ort_plugin
-            .create_backbone(&json!({"model": path, "providers": ["cpu"], "input_size": size}))
+            .create_backbone(&config(
+                json!({"model": path, "providers": ["cpu"], "input_size": size}),
+            ))
             .unwrap();
         let want_size = size.unwrap_or([cfg.img_size[0] as u32, cfg.img_size[1] as u32]);
         assert_eq!(ort_bb.info().preprocess.size, want_size);

@@ -9,6 +9,11 @@ use ndarray::{Array2, Array4};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// A trainer configuration from JSON, as the host would send it.
+fn trainer_config(v: serde_json::Value) -> irtdb_plugin_api::TrainerConfig {
+    serde_json::from_value(v).expect("a trainer configuration")
+}
+
 #[test]
 fn loss_falls_memory_fills_and_checkpoint_round_trips() {
     let cfg = deit_config("vit_micro").unwrap();
@@ -217,7 +222,7 @@ fn the_trainer_through_the_plugin_abi() {
     let start = dir.path().join("start.safetensors");
     save_safetensors(&start, &random_vit(&cfg, 61)).unwrap();
     let config = serde_json::json!({"model": start, "device": "cpu", "heads": 4, "memory": 20});
-    let mut via_abi = plugin.create_trainer(&config).unwrap();
+    let mut via_abi = plugin.create_trainer(&trainer_config(config.clone())).unwrap();
     let mut direct = TchTrainer::new(serde_json::from_value(config.clone()).unwrap()).unwrap();
     assert_eq!(via_abi.info(), direct.info());
     assert_eq!(via_abi.info().output, irtdb_core::OutputKind::Pooled);
@@ -236,7 +241,9 @@ fn the_trainer_through_the_plugin_abi() {
     via_abi.save_weights(&dir.path().join("w.safetensors")).unwrap();
     let e = via_abi.load_state(&dir.path().join("missing.state")).unwrap_err().to_string();
     assert!(e.contains("missing.state"), "{e}");
-    let e = plugin.create_trainer(&serde_json::json!({"model": start, "lamda": 1})).unwrap_err();
+    let e = plugin
+        .create_trainer(&trainer_config(serde_json::json!({"model": start, "lamda": 1})))
+        .unwrap_err();
     assert!(e.to_string().contains("lamda"), "{e}");
     let (x, y) = labelled_batch(&cfg, 1);
     let e = via_abi.step(x.view(), &y[..5], 1e-3).unwrap_err().to_string();
