@@ -256,6 +256,7 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
                 out.commit_batch(model_id, chunk)?;
             }
         }
+        failpoint_abort_after_shard(i + 1);
     }
     let gone: Vec<i64> =
         old_rows.iter().filter(|r| !owner.contains_key(&r.path)).map(|r| r.id).collect();
@@ -279,6 +280,18 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
     )?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Test hook: `IRTDB_FAILPOINT=merge-abort-after-shard:N` aborts the process right after the
+/// rows of the N-th shard are written, as a crash would, to test that the next merge finishes.
+fn failpoint_abort_after_shard(shards: usize) {
+    if let Ok(v) = std::env::var("IRTDB_FAILPOINT") {
+        if v.strip_prefix("merge-abort-after-shard:").and_then(|n| n.parse::<usize>().ok())
+            == Some(shards)
+        {
+            std::process::abort();
+        }
+    }
 }
 
 fn open_shard(path: &Path) -> Result<Input> {
