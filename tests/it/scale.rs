@@ -323,6 +323,17 @@ fn merged_shards_equal_a_single_machine_index_and_remerges_write_only_changes() 
     assert_same_collection(&g, &single, &crashed);
     Store::open_existing(&crashed).unwrap().integrity_check().unwrap();
 
+    // Rows only (for a vector store, when one machine's index is not the goal): no PCA, no
+    // HNSW; a later merge without the flag builds them.
+    let rows_only = g.db("rows-only.db");
+    let r = json(&run_expect(g.merge_cmd(&shards, &rows_only).arg("--descriptors-only"), 0));
+    assert_eq!((n(&r["added"]), r["index_skipped"].as_bool()), (33, Some(true)), "{r:#}");
+    let info = json(&run_expect(irtdb().args(["info", "--json", "--db"]).arg(&rows_only), 0));
+    assert!(info["index"].is_null(), "{info:#}");
+    let r = g.merge(&shards, &rows_only);
+    assert_eq!((n(&r["unchanged"]), n(&r["indexed"])), (33, 33), "{r:#}");
+    assert_same_collection(&g, &single, &rows_only);
+
     // An incomplete set of shards merges with a warning naming what is missing.
     let partial = g.db("partial.db");
     let r = g.merge(&shards[..2], &partial);
@@ -383,6 +394,7 @@ t = pq.read_table(sys.argv[1])
 meta = {k.decode(): v.decode() for k, v in (t.schema.metadata or {}).items()}
 print(json.dumps({
     "columns": [(f.name, str(f.type)) for f in t.schema],
+    "row_groups": pq.ParquetFile(sys.argv[1]).num_row_groups,
     "metadata": meta,
     "rows": t.to_pylist(),
 }))
@@ -395,13 +407,19 @@ fn parquet_export_reads_back_with_pyarrow_as_the_database_holds_it() {
     let db = g.db("c.db");
     g.index(&db, &[]);
     let file = g.dir.join("c.parquet");
+    // Row groups of 10: the 25 rows come from three pages of the database.
     let r = json(&run_expect(
-        irtdb().args(["export", "--json", "--db"]).arg(&db).arg("--parquet").arg(&file),
+        irtdb()
+            .args(["export", "--json", "--row-group", "10", "--db"])
+            .arg(&db)
+            .arg("--parquet")
+            .arg(&file),
         0,
     ));
     assert_eq!((n(&r["rows"]), n(&r["dim"]), r["vectors"].as_str()), (25, 16, Some("indexed")));
     let t = python_json(&python, READ_PARQUET, &[&file]);
     let columns: Vec<(String, String)> = serde_json::from_value(t["columns"].clone()).unwrap();
+    assert_eq!(t["row_groups"], 3);
     let names: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(names, ["id", "path", "label", "descriptor"], "{columns:?}");
     assert!(columns[3].1.starts_with("list<") && columns[3].1.contains("float"), "{columns:?}");
@@ -421,6 +439,7 @@ fn parquet_export_reads_back_with_pyarrow_as_the_database_holds_it() {
         let v: Vec<f32> = serde_json::from_value(row["descriptor"].clone()).unwrap();
         exported.insert(id, v);
     }
+    assert_eq!(exported.len(), raw.len(), "every image once");
     assert!(rows.iter().any(|r| r["path"] == "loose.jpg" && r["label"].is_null()));
 
     // Metadata: the model identity and the PCA; the exported vectors are the stored descriptors

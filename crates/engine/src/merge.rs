@@ -34,6 +34,9 @@ pub struct MergeOptions {
     pub build: BuildOptions,
     /// Wait for another writer of `db` instead of refusing.
     pub wait: bool,
+    /// Merge the rows only: no PCA, no HNSW (for a collection too large for one machine's
+    /// index, handed to a vector store with `irtdb export --raw`).
+    pub skip_index: bool,
 }
 
 /// One input of a merge.
@@ -266,6 +269,13 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
         report.removed = out.delete_images(&gone)?;
     }
     report.images = owner.len();
+    if opts.skip_index {
+        // The rows are merged; PCA and HNSW are left to a later merge, `irtdb reindex`, or a
+        // vector store fed by `irtdb export --raw`. `index_stale` stays set if rows changed.
+        report.index.index_skipped = true;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
 
     let nothing =
         format!("the shards hold no embedded image ({} failed): nothing to index", report.failed);
