@@ -311,7 +311,11 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         }
         None => {
             progress.stage(&format!("scanning {}", root.display()));
-            irtdb_image::scan_with_progress(&root, &ScanOptions::default(), &|n| {
+            // A shard stats only its own files.
+            let keep = |rel: &str| {
+                opts.shard.is_none_or(|s| irtdb_image::shard_of(rel, s.count) == s.index)
+            };
+            irtdb_image::scan_filtered(&root, &ScanOptions::default(), &keep, &|n| {
                 progress.scanned(n as u64)
             })
         }
