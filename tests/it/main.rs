@@ -10,5 +10,6 @@ mod onnx_wild;
 mod photos;
 mod plugins;
 mod reliability;
+mod scale;
 mod train;
 mod util;

@@ -11,13 +11,15 @@
 //! row-major, when the vectors are projected) and `irtdb.version`.
 //!
 //! Written with the parquet crate's column writer (no Arrow), Snappy-compressed, in row groups
-//! of [`ROW_GROUP`] images, to a temporary file made durable and renamed when complete.
+//! of [`ROW_GROUP`] images (by default), read from the database a row group at a time inside one
+//! read snapshot, to a temporary file made durable and renamed when complete.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use irtdb_store::Store;
+use irtdb_store::{ImageRow, Store};
 use parquet::basic::Compression;
 use parquet::data_type::{ByteArray, ByteArrayType, FloatType, Int64Type};
 use parquet::file::metadata::KeyValue;
@@ -55,8 +57,14 @@ pub struct ExportReport {
     pub bytes: u64,
 }
 
-pub fn parquet(db: &Path, file: &Path, raw: bool) -> Result<ExportReport> {
+pub fn parquet(db: &Path, file: &Path, raw: bool, row_group: usize) -> Result<ExportReport> {
+    if row_group == 0 {
+        bail!("a row group holds at least one row: give --row-group 1 or more");
+    }
     let store = Store::open_existing(db)?;
+    // One state of the database from the first read to the last, whatever an `irtdb index`
+    // commits meanwhile.
+    let _snapshot = store.read_snapshot()?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
         bail!("{} has no model yet: run `irtdb index DIR` first", store.path().display());
     };
@@ -73,15 +81,12 @@ pub fn parquet(db: &Path, file: &Path, raw: bool) -> Result<ExportReport> {
             ),
         }
     };
-    let vectors = collection::indexed_vectors(&store, row.id, pca.as_ref())?;
-    let images = store.images()?;
-    let by_id: std::collections::HashMap<i64, &irtdb_store::ImageRow> =
-        images.iter().map(|r| (r.id, r)).collect();
+    let dim = pca.as_ref().map_or(row.dim, |p| p.out_dim);
 
     let mut meta = vec![
         KeyValue::new("irtdb.version".into(), irtdb_store::APP_VERSION.to_string()),
         KeyValue::new("irtdb.vectors".into(), if raw { "raw" } else { "indexed" }.to_string()),
-        KeyValue::new("irtdb.dim".into(), vectors.dim.to_string()),
+        KeyValue::new("irtdb.dim".into(), dim.to_string()),
         KeyValue::new(
             "irtdb.model".into(),
             serde_json::json!({
@@ -115,16 +120,27 @@ pub fn parquet(db: &Path, file: &Path, raw: bool) -> Result<ExportReport> {
     let tmp = crate::durable::temp_path(file);
     let out =
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut rows = 0usize;
     let written = (|| -> Result<()> {
         let mut writer = SerializedFileWriter::new(out, schema, Arc::new(props))?;
-        let dim = vectors.dim;
-        for (g, ids) in vectors.ids.chunks(ROW_GROUP).enumerate() {
-            let data = &vectors.data[g * ROW_GROUP * dim..(g * ROW_GROUP + ids.len()) * dim];
+        // A row group at a time: memory stays at one group's vectors whatever the collection's
+        // size.
+        let mut after = i64::MIN;
+        loop {
+            let page = store.descriptors_page(row.id, after, row_group)?;
+            let (Some(&first), Some(&last)) = (page.ids.first(), page.ids.last()) else { break };
+            let data = match &pca {
+                Some(p) => p.project_batch(&page.data, page.ids.len()),
+                None => page.data,
+            };
+            let images: HashMap<i64, ImageRow> =
+                store.images_in_range(first, last)?.into_iter().map(|r| (r.id, r)).collect();
+            let ids = &page.ids;
             let mut paths = Vec::with_capacity(ids.len());
             let mut labels = Vec::new();
             let mut label_defs = Vec::with_capacity(ids.len());
             for id in ids {
-                let r = by_id.get(id).with_context(|| format!("image {id} has no row"))?;
+                let r = images.get(id).with_context(|| format!("image {id} has no row"))?;
                 paths.push(ByteArray::from(r.path.as_str()));
                 match &r.label {
                     Some(l) => {
@@ -149,9 +165,11 @@ pub fn parquet(db: &Path, file: &Path, raw: bool) -> Result<ExportReport> {
             col.typed::<ByteArrayType>().write_batch(&labels, Some(&label_defs), None)?;
             col.close()?;
             let mut col = group.next_column()?.context("descriptor column")?;
-            col.typed::<FloatType>().write_batch(data, Some(&defs), Some(&reps))?;
+            col.typed::<FloatType>().write_batch(&data, Some(&defs), Some(&reps))?;
             col.close()?;
             group.close()?;
+            rows += ids.len();
+            after = last;
         }
         writer.close()?;
         Ok(())
@@ -164,8 +182,8 @@ pub fn parquet(db: &Path, file: &Path, raw: bool) -> Result<ExportReport> {
     let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     Ok(ExportReport {
         file: std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
-        rows: vectors.ids.len(),
-        dim: vectors.dim,
+        rows,
+        dim,
         vectors: if raw { "raw" } else { "indexed" },
         bytes,
     })

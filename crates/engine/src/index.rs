@@ -190,6 +190,12 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     if !root.is_dir() {
         bail!("cannot index {}: not a folder", root.display());
     }
+    // A list is checked whole before the database is touched: a path that leaves the folder is
+    // a mistake in the list, not a file to skip.
+    let files = match &opts.files {
+        Some(list) => Some(listed_paths(&opts.root, &root, list)?),
+        None => None,
+    };
     let mut store = Store::open(&opts.db)?;
     let _lock = if opts.wait {
         store.lock_writer_waiting(|pid| {
@@ -294,7 +300,7 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     };
 
     // Scan (or list) and diff.
-    let mut scan = match &opts.files {
+    let mut scan = match &files {
         Some(list) => {
             progress.stage(&format!(
                 "reading {} listed files under {}",
@@ -305,7 +311,11 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
         }
         None => {
             progress.stage(&format!("scanning {}", root.display()));
-            irtdb_image::scan_with_progress(&root, &ScanOptions::default(), &|n| {
+            // A shard stats only its own files.
+            let keep = |rel: &str| {
+                opts.shard.is_none_or(|s| irtdb_image::shard_of(rel, s.count) == s.index)
+            };
+            irtdb_image::scan_filtered(&root, &ScanOptions::default(), &keep, &|n| {
                 progress.scanned(n as u64)
             })
         }
@@ -578,6 +588,45 @@ pub(crate) fn finish_index(
     report.index_dim = v.dim;
     report.pca = pca.as_ref().map(summary);
     Ok(())
+}
+
+/// The names of a `--files-from` list as paths relative to the collection folder: `./` prefixes
+/// dropped, absolute paths under the folder (as given or canonical) made relative, blank lines
+/// skipped. A name that is absolute elsewhere or climbs out with `..` is refused, naming it.
+fn listed_paths(given_root: &Path, root: &Path, list: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(list.len());
+    for (line, name) in list.iter().enumerate() {
+        let name = name.trim_end_matches(['\r', '\n']);
+        if name.is_empty() {
+            continue;
+        }
+        let p = Path::new(name);
+        let rel = if p.is_absolute() {
+            let abs_given = std::path::absolute(given_root).unwrap_or_else(|_| given_root.into());
+            p.strip_prefix(root).or_else(|_| p.strip_prefix(&abs_given)).ok()
+        } else {
+            Some(p)
+        };
+        let parts: Option<Vec<&str>> = rel.and_then(|rel| {
+            rel.components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .map(|c| match c {
+                    std::path::Component::Normal(s) => s.to_str(),
+                    _ => None,
+                })
+                .collect()
+        });
+        match parts {
+            Some(parts) if !parts.is_empty() => out.push(parts.join("/")),
+            _ => bail!(
+                "line {} of the file list names {name}, which is not inside {}: list paths \
+                 relative to the indexed folder (no `..`), e.g. `class1/photo.jpg`",
+                line + 1,
+                root.display()
+            ),
+        }
+    }
+    Ok(out)
 }
 
 /// What the scan, diffed against the database, asks of this run.

@@ -34,6 +34,9 @@ pub struct MergeOptions {
     pub build: BuildOptions,
     /// Wait for another writer of `db` instead of refusing.
     pub wait: bool,
+    /// Merge the rows only: no PCA, no HNSW (for a collection too large for one machine's
+    /// index, handed to a vector store with `irtdb export --raw`).
+    pub skip_index: bool,
 }
 
 /// One input of a merge.
@@ -256,6 +259,7 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
                 out.commit_batch(model_id, chunk)?;
             }
         }
+        failpoint_abort_after_shard(i + 1);
     }
     let gone: Vec<i64> =
         old_rows.iter().filter(|r| !owner.contains_key(&r.path)).map(|r| r.id).collect();
@@ -265,6 +269,13 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
         report.removed = out.delete_images(&gone)?;
     }
     report.images = owner.len();
+    if opts.skip_index {
+        // The rows are merged; PCA and HNSW are left to a later merge, `irtdb reindex`, or a
+        // vector store fed by `irtdb export --raw`. `index_stale` stays set if rows changed.
+        report.index.index_skipped = true;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
 
     let nothing =
         format!("the shards hold no embedded image ({} failed): nothing to index", report.failed);
@@ -279,6 +290,18 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
     )?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Test hook: `IRTDB_FAILPOINT=merge-abort-after-shard:N` aborts the process right after the
+/// rows of the N-th shard are written, as a crash would, to test that the next merge finishes.
+fn failpoint_abort_after_shard(shards: usize) {
+    if let Ok(v) = std::env::var("IRTDB_FAILPOINT") {
+        if v.strip_prefix("merge-abort-after-shard:").and_then(|n| n.parse::<usize>().ok())
+            == Some(shards)
+        {
+            std::process::abort();
+        }
+    }
 }
 
 fn open_shard(path: &Path) -> Result<Input> {

@@ -40,6 +40,18 @@ const PCA_COLUMNS: &str = "id, in_dim, out_dim, whiten, mean, components, explai
 const GENERATION_COLUMNS: &str =
     "id, model_id, pca_id, kind, params, files, count, current, created_at";
 
+/// A read transaction of a [`Store`] ([`Store::read_snapshot`]); ends (rolls back, nothing was
+/// written) when dropped.
+pub struct ReadSnapshot<'a> {
+    _tx: rusqlite::Transaction<'a>,
+}
+
+impl std::fmt::Debug for ReadSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadSnapshot")
+    }
+}
+
 /// An open collection database.
 ///
 /// Any number of `Store`s (in any number of processes) may read one file at once; writers should
@@ -152,6 +164,24 @@ impl Store {
     /// Every image row, ordered by id.
     pub fn images(&self) -> Result<Vec<ImageRow>> {
         self.query_images("", "ORDER BY id", [])
+    }
+
+    /// The image rows whose id is in `first..=last`, ordered by id.
+    pub fn images_in_range(&self, first: i64, last: i64) -> Result<Vec<ImageRow>> {
+        self.query_images("WHERE id >= ?1 AND id <= ?2", "ORDER BY id", [first, last])
+    }
+
+    /// Starts a read transaction: until the returned guard is dropped, every read through this
+    /// `Store` sees the database as it was at the first of them, whatever other processes
+    /// commit meanwhile (WAL snapshot isolation). For reads in several steps, such as
+    /// [`Store::descriptors_page`] page after page. Do not write through this `Store` while
+    /// it is held.
+    pub fn read_snapshot(&self) -> Result<ReadSnapshot<'_>> {
+        // Deferred, not the connection's default (immediate, for writers): a read must not take
+        // the write lock.
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
+            .map_err(self.err("begin a read"))?;
+        Ok(ReadSnapshot { _tx: tx })
     }
 
     /// The image stored under `rel` (relative to the collection root).
@@ -423,16 +453,26 @@ impl Store {
 
     /// All descriptors of a model for images with status `ok`, ordered by image id.
     pub fn descriptors(&self, model_id: i64) -> Result<Descriptors> {
+        self.descriptors_page(model_id, i64::MIN, usize::MAX)
+    }
+
+    /// [`Store::descriptors`] a page at a time: at most `limit` descriptors of images whose id
+    /// is above `after`, ordered by image id. The next page starts after the last id returned;
+    /// an empty page is the end. Read the pages inside one [`Store::read_snapshot`] to see one
+    /// state of the database throughout.
+    pub fn descriptors_page(&self, model_id: i64, after: i64, limit: usize) -> Result<Descriptors> {
         let dim = self.model(model_id)?.dim;
         let op = "read descriptors";
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT d.image_id, d.vector FROM descriptors d JOIN images i ON i.id = d.image_id \
-                 WHERE d.model_id = ?1 AND i.status = 'ok' ORDER BY d.image_id",
+                 WHERE d.model_id = ?1 AND i.status = 'ok' AND d.image_id > ?2 \
+                 ORDER BY d.image_id LIMIT ?3",
             )
             .map_err(self.err(op))?;
-        let mut rows = stmt.query([model_id]).map_err(self.err(op))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![model_id, after, limit]).map_err(self.err(op))?;
         let mut out = Descriptors { ids: Vec::new(), dim, data: Vec::new() };
         while let Some(row) = rows.next().map_err(self.err(op))? {
             let id: i64 = row.get(0).map_err(self.err(op))?;
