@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod doctor;
+pub mod dups;
 pub mod embed;
 pub mod eval;
 pub mod export;
@@ -12,6 +13,7 @@ pub mod model;
 pub mod plugins;
 pub mod progress;
 pub mod query;
+pub mod serve;
 pub mod train;
 
 use std::io::Write;

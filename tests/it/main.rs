@@ -2,6 +2,7 @@
 //! module per area. Every test builds its own tiny models and images; nothing is downloaded.
 
 mod collection;
+mod dups;
 mod embed;
 mod eval;
 mod hub;
@@ -11,5 +12,6 @@ mod photos;
 mod plugins;
 mod reliability;
 mod scale;
+mod serve;
 mod train;
 mod util;

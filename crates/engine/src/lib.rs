@@ -5,6 +5,7 @@
 
 pub mod analyze;
 pub mod collection;
+pub mod dups;
 pub mod durable;
 pub mod embed;
 pub mod eval;
@@ -16,6 +17,7 @@ pub mod lossy;
 pub mod merge;
 pub mod model;
 pub mod query;
+pub mod service;
 pub mod train;
 
 pub use embed::{embed_files, EmbedOutcome, Embedder};

@@ -170,7 +170,7 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
     }
 
     let t_search = Instant::now();
-    let ef = opts.ef.unwrap_or((2 * opts.k).max(64));
+    let ef = opts.ef.unwrap_or(default_ef(opts.k));
     let searcher =
         Searcher::new(&mut store, row.id, &generation, pca.as_ref(), opts.exact, &mut notes)?;
     let mut results = Vec::new();
@@ -201,17 +201,7 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
         };
         match vector {
             Err(e) => r.error = Some(format!("{e:#}")),
-            Ok(v) => {
-                let v = match &pca {
-                    Some(p) => p.project(&v),
-                    None => v,
-                };
-                for (rank, (id, score)) in searcher.search(&v, opts.k, ef).into_iter().enumerate() {
-                    let img = store.image_by_id(id)?;
-                    let (path, label) = img.map(|i| (i.path, i.label)).unwrap_or_default();
-                    r.hits.push(Hit { rank: rank + 1, id, score, path, label });
-                }
-            }
+            Ok(v) => r.hits = hits(&store, &searcher, pca.as_ref(), &v, opts.k, ef)?,
         }
         results.push(r);
     }
@@ -228,14 +218,50 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
     })
 }
 
+/// The HNSW search breadth used when none is given: `max(2k, 64)`.
+pub fn default_ef(k: usize) -> usize {
+    (2 * k).max(64)
+}
+
+/// The `k` best hits for descriptor `v` (in the collection's descriptor space, before PCA): `v`
+/// is projected with `pca`, searched, and each hit gets its path and label from the database.
+/// The one scoring path of `irtdb query` and `irtdb serve`.
+pub fn hits(
+    store: &Store,
+    searcher: &Searcher,
+    pca: Option<&Pca>,
+    v: &[f32],
+    k: usize,
+    ef: usize,
+) -> Result<Vec<Hit>> {
+    let projected;
+    let v = match pca {
+        Some(p) => {
+            projected = p.project(v);
+            &projected[..]
+        }
+        None => v,
+    };
+    let mut out = Vec::new();
+    for (rank, (id, score)) in searcher.search(v, k, ef).into_iter().enumerate() {
+        let img = store.image_by_id(id)?;
+        let (path, label) = img.map(|i| (i.path, i.label)).unwrap_or_default();
+        out.push(Hit { rank: rank + 1, id, score, path, label });
+    }
+    Ok(out)
+}
+
 /// HNSW or exact search over the collection's indexed vectors.
-enum Searcher {
+#[derive(Debug)]
+pub enum Searcher {
     Hnsw(Box<irtdb_index::HnswIndex>),
     Exact(collection::Vectors),
 }
 
 impl Searcher {
-    fn new(
+    /// The current generation's HNSW index (rebuilt from the database when its files are missing
+    /// or damaged; why goes to `notes`), or, with `exact`, every indexed vector.
+    pub fn new(
         store: &mut Store,
         model_id: i64,
         g: &irtdb_store::Generation,
@@ -251,7 +277,8 @@ impl Searcher {
         Ok(Searcher::Hnsw(Box::new(index)))
     }
 
-    fn search(&self, q: &[f32], k: usize, ef: usize) -> Vec<(i64, f32)> {
+    /// `(id, score)` of the `k` best, best first; `q` is in the indexed space (after PCA).
+    pub fn search(&self, q: &[f32], k: usize, ef: usize) -> Vec<(i64, f32)> {
         match self {
             Searcher::Hnsw(index) => index.search(q, k, ef),
             Searcher::Exact(v) => exact_search(&v.data, v.dim, q, k)
