@@ -13,20 +13,22 @@
 //! Written with the parquet crate's column writer (no Arrow), Snappy-compressed, in row groups
 //! of [`ROW_GROUP`] images, to a temporary file made durable and renamed when complete.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
 use irtdb_store::Store;
 use parquet::basic::Compression;
 use parquet::data_type::{ByteArray, ByteArrayType, FloatType, Int64Type};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use serde::Serialize;
 
-use crate::collection;
+use crate::collection::{self, Vectors};
+use crate::error::{Error, Result, Setting};
 
 /// Images per Parquet row group (about 0.5 MB of 128-d vectors).
 pub const ROW_GROUP: usize = 1 << 16;
@@ -58,26 +60,62 @@ pub struct ExportReport {
 pub fn parquet(db: &Path, file: &Path, raw: bool) -> Result<ExportReport> {
     let store = Store::open_existing(db)?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
-        bail!("{} has no model yet: run `irtdb index DIR` first", store.path().display());
+        let message =
+            format!("{} has no model yet: run `irtdb index DIR` first", store.path().display());
+        return Err(Error::refused(store.path(), message, &[]));
     };
     let pca = if raw {
         None
     } else {
         match store.current_generation(row.id)? {
             Some(g) => collection::generation_pca(&store, &g)?,
-            None => bail!(
-                "{} has no index yet, so no indexed vectors: run `irtdb reindex --db {}` (or \
-                 `irtdb merge`) first, or export the model's descriptors with --raw",
-                store.path().display(),
-                store.path().display()
-            ),
+            None => {
+                let message = format!(
+                    "{} has no index yet, so no indexed vectors: run `irtdb reindex` on it (or \
+                     `irtdb merge`) first, or export the model's descriptors instead",
+                    store.path().display()
+                );
+                return Err(Error::refused(store.path(), message, &[Setting::Raw]));
+            }
         }
     };
     let vectors = collection::indexed_vectors(&store, row.id, pca.as_ref())?;
     let images = store.images()?;
-    let by_id: std::collections::HashMap<i64, &irtdb_store::ImageRow> =
-        images.iter().map(|r| (r.id, r)).collect();
+    let by_id: HashMap<i64, &irtdb_store::ImageRow> = images.iter().map(|r| (r.id, r)).collect();
 
+    let meta = metadata(&row, &stored, &vectors, pca.as_ref(), raw);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(meta))
+        .build();
+    let schema = Arc::new(parse_message_type(SCHEMA).expect("the schema parses"));
+
+    let tmp = crate::durable::temp_path(file);
+    let out = std::fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    let written = write_row_groups(out, schema, props, &vectors, &by_id);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Export { path: file.to_path_buf(), cause: e.to_string() });
+    }
+    crate::durable::commit_file(&tmp, file)?;
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    Ok(ExportReport {
+        file: std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
+        rows: vectors.ids.len(),
+        dim: vectors.dim,
+        vectors: if raw { "raw" } else { "indexed" },
+        bytes,
+    })
+}
+
+/// The file's key-value metadata: what the vectors are and how to embed queries alike.
+fn metadata(
+    row: &irtdb_store::ModelRow,
+    stored: &collection::StoredModel,
+    vectors: &Vectors,
+    pca: Option<&irtdb_index::Pca>,
+    raw: bool,
+) -> Vec<KeyValue> {
     let mut meta = vec![
         KeyValue::new("irtdb.version".into(), irtdb_store::APP_VERSION.to_string()),
         KeyValue::new("irtdb.vectors".into(), if raw { "raw" } else { "indexed" }.to_string()),
@@ -95,7 +133,7 @@ pub fn parquet(db: &Path, file: &Path, raw: bool) -> Result<ExportReport> {
             .to_string(),
         ),
     ];
-    if let Some(p) = &pca {
+    if let Some(p) = pca {
         meta.push(KeyValue::new(
             "irtdb.pca".into(),
             serde_json::json!({
@@ -106,67 +144,57 @@ pub fn parquet(db: &Path, file: &Path, raw: bool) -> Result<ExportReport> {
             .to_string(),
         ));
     }
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(meta))
-        .build();
-    let schema = Arc::new(parse_message_type(SCHEMA).expect("the schema parses"));
+    meta
+}
 
-    let tmp = crate::durable::temp_path(file);
-    let out =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let written = (|| -> Result<()> {
-        let mut writer = SerializedFileWriter::new(out, schema, Arc::new(props))?;
-        let dim = vectors.dim;
-        for (g, ids) in vectors.ids.chunks(ROW_GROUP).enumerate() {
-            let data = &vectors.data[g * ROW_GROUP * dim..(g * ROW_GROUP + ids.len()) * dim];
-            let mut paths = Vec::with_capacity(ids.len());
-            let mut labels = Vec::new();
-            let mut label_defs = Vec::with_capacity(ids.len());
-            for id in ids {
-                let r = by_id.get(id).with_context(|| format!("image {id} has no row"))?;
-                paths.push(ByteArray::from(r.path.as_str()));
-                match &r.label {
-                    Some(l) => {
-                        labels.push(ByteArray::from(l.as_str()));
-                        label_defs.push(1);
-                    }
-                    None => label_defs.push(0),
+/// Writes the rows of `vectors` in row groups of [`ROW_GROUP`].
+fn write_row_groups(
+    out: std::fs::File,
+    schema: Arc<parquet::schema::types::Type>,
+    props: WriterProperties,
+    vectors: &Vectors,
+    by_id: &HashMap<i64, &irtdb_store::ImageRow>,
+) -> parquet::errors::Result<()> {
+    let missing = |what: &str| ParquetError::General(format!("the writer has no {what}"));
+    let mut writer = SerializedFileWriter::new(out, schema, Arc::new(props))?;
+    let dim = vectors.dim;
+    for (g, ids) in vectors.ids.chunks(ROW_GROUP).enumerate() {
+        let data = &vectors.data[g * ROW_GROUP * dim..(g * ROW_GROUP + ids.len()) * dim];
+        let mut paths = Vec::with_capacity(ids.len());
+        let mut labels = Vec::new();
+        let mut label_defs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let r = by_id
+                .get(id)
+                .ok_or_else(|| ParquetError::General(format!("image {id} has no row")))?;
+            paths.push(ByteArray::from(r.path.as_str()));
+            match &r.label {
+                Some(l) => {
+                    labels.push(ByteArray::from(l.as_str()));
+                    label_defs.push(1);
                 }
+                None => label_defs.push(0),
             }
-            // The list column: every row holds `dim` values (definition level 1: present); the
-            // repetition level is 0 at the start of a row, 1 inside it.
-            let defs = vec![1i16; data.len()];
-            let reps: Vec<i16> = (0..data.len()).map(|i| i16::from(i % dim != 0)).collect();
-            let mut group = writer.next_row_group()?;
-            let mut col = group.next_column()?.context("id column")?;
-            col.typed::<Int64Type>().write_batch(ids, None, None)?;
-            col.close()?;
-            let mut col = group.next_column()?.context("path column")?;
-            col.typed::<ByteArrayType>().write_batch(&paths, None, None)?;
-            col.close()?;
-            let mut col = group.next_column()?.context("label column")?;
-            col.typed::<ByteArrayType>().write_batch(&labels, Some(&label_defs), None)?;
-            col.close()?;
-            let mut col = group.next_column()?.context("descriptor column")?;
-            col.typed::<FloatType>().write_batch(data, Some(&defs), Some(&reps))?;
-            col.close()?;
-            group.close()?;
         }
-        writer.close()?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("cannot write {}", file.display())));
+        // The list column: every row holds `dim` values (definition level 1: present); the
+        // repetition level is 0 at the start of a row, 1 inside it.
+        let defs = vec![1i16; data.len()];
+        let reps: Vec<i16> = (0..data.len()).map(|i| i16::from(i % dim != 0)).collect();
+        let mut group = writer.next_row_group()?;
+        let mut col = group.next_column()?.ok_or_else(|| missing("id column"))?;
+        col.typed::<Int64Type>().write_batch(ids, None, None)?;
+        col.close()?;
+        let mut col = group.next_column()?.ok_or_else(|| missing("path column"))?;
+        col.typed::<ByteArrayType>().write_batch(&paths, None, None)?;
+        col.close()?;
+        let mut col = group.next_column()?.ok_or_else(|| missing("label column"))?;
+        col.typed::<ByteArrayType>().write_batch(&labels, Some(&label_defs), None)?;
+        col.close()?;
+        let mut col = group.next_column()?.ok_or_else(|| missing("descriptor column"))?;
+        col.typed::<FloatType>().write_batch(data, Some(&defs), Some(&reps))?;
+        col.close()?;
+        group.close()?;
     }
-    crate::durable::commit_file(&tmp, file)?;
-    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    Ok(ExportReport {
-        file: std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
-        rows: vectors.ids.len(),
-        dim: vectors.dim,
-        vectors: if raw { "raw" } else { "indexed" },
-        bytes,
-    })
+    writer.close()?;
+    Ok(())
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 use base64::Engine as _;
 
 use crate::query::QueryReport;
@@ -75,5 +75,5 @@ pub fn write(report: &QueryReport, out: &Path) -> Result<()> {
         page.push_str("</div></section>");
     }
     page.push_str("</body></html>\n");
-    std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))
+    std::fs::write(out, page).map_err(Error::io("write", out))
 }

@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod collection;
 pub mod durable;
 pub mod embed;
+pub mod error;
 pub mod eval;
 pub mod export;
 pub mod html;
@@ -19,4 +20,5 @@ pub mod query;
 pub mod train;
 
 pub use embed::{embed_files, EmbedOutcome, Embedder};
+pub use error::{Error, Result, Setting};
 pub use model::{ModelSpec, DEFAULT_PLUGIN};
