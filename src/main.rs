@@ -69,7 +69,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cmd::render(&e));
             ExitCode::from(2)
         }
     }

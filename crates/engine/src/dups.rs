@@ -10,11 +10,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
 use irtdb_index::{dot, exact_search, HnswIndex};
 use irtdb_store::Store;
 use serde::Serialize;
 
+use crate::error::{Error, Result, Setting};
 use crate::collection::{self, Vectors};
 
 /// Cosine (after PCA) from which two images count as near-duplicates unless `--threshold` says
@@ -149,25 +149,29 @@ pub fn find_groups(
 /// The near-duplicate groups of the collection at `db` (read only).
 pub fn run(db: &std::path::Path, threshold: f32) -> Result<DupsReport> {
     if !(threshold.is_finite() && (-1.0..=1.0).contains(&threshold)) {
-        bail!("--threshold must be a cosine between -1 and 1 (got {threshold})");
+        let message = format!("the threshold must be a cosine between -1 and 1 (got {threshold})");
+        return Err(Error::setting(&[Setting::Threshold], message));
     }
     let store = Store::open_existing(db)?;
     let root = store.collection_root()?.unwrap_or_default();
     let Some((row, _stored)) = collection::collection_model(&store)? else {
-        bail!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
+        let message =
+            format!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
+        return Err(Error::refused(store.path(), message, &[]));
     };
     let Some(generation) = store.current_generation(row.id)? else {
-        bail!(
+        let message = format!(
             "{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)",
             store.path().display(),
             root.display()
         );
+        return Err(Error::refused(store.path(), message, &[]));
     };
     let pca = collection::generation_pca(&store, &generation)?;
     let v = collection::indexed_vectors(&store, row.id, pca.as_ref())?;
     let hnsw = if v.ids.len() > EXACT_LIMIT {
         // A damaged or missing file: exact search still answers, only slower.
-        HnswIndex::load(store.dir(), &collection::hnsw_basename(&generation)?)
+        HnswIndex::load(store.dir(), &collection::basename_of(&store, &generation)?)
             .ok()
             .filter(|i| i.dim() == v.dim)
     } else {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 use base64::Engine as _;
 
 use crate::query::QueryReport;
@@ -75,7 +75,7 @@ pub fn write(report: &QueryReport, out: &Path) -> Result<()> {
         page.push_str("</div></section>");
     }
     page.push_str("</body></html>\n");
-    std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))
+    std::fs::write(out, page).map_err(Error::io("write", out))
 }
 
 /// `irtdb dups --html FILE`: every group in a row, thumbnails inlined, each with its score and
@@ -124,5 +124,5 @@ pub fn write_dups(report: &crate::dups::DupsReport, out: &Path) -> Result<()> {
         page.push_str("</div></section>");
     }
     page.push_str("</body></html>\n");
-    std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))
+    std::fs::write(out, page).map_err(Error::io("write", out))
 }

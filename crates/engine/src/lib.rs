@@ -8,6 +8,7 @@ pub mod collection;
 pub mod dups;
 pub mod durable;
 pub mod embed;
+pub mod error;
 pub mod eval;
 pub mod export;
 pub mod html;
@@ -21,4 +22,5 @@ pub mod service;
 pub mod train;
 
 pub use embed::{embed_files, EmbedOutcome, Embedder};
+pub use error::{Error, Result, Setting};
 pub use model::{ModelSpec, DEFAULT_PLUGIN};

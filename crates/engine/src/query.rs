@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
 use irtdb_core::Backbone;
 use irtdb_image::DecodeLimits;
 use irtdb_index::{exact_search, Pca};
@@ -86,13 +86,16 @@ enum Target {
 
 fn resolve(store: &Store, root: &Path, q: &str) -> Result<Target> {
     if let Some(id) = q.strip_prefix("id:") {
-        let id: i64 = id.parse().with_context(|| format!("'{q}': id:N needs a number"))?;
+        let bad = |message: String| Error::input(Path::new(q), message);
+        let id: i64 = id.parse().map_err(|_| bad(format!("'{q}': id:N needs a number")))?;
         return match store.image_by_id(id)? {
             Some(r) if r.status == Status::Ok => Ok(Target::Stored(id)),
-            Some(r) => {
-                bail!("image id {id} ({}) failed to embed: {}", r.path, r.error.unwrap_or_default())
-            }
-            None => bail!("no image with id {id} in the collection"),
+            Some(r) => Err(bad(format!(
+                "image id {id} ({}) failed to embed: {}",
+                r.path,
+                r.error.unwrap_or_default()
+            ))),
+            None => Err(bad(format!("no image with id {id} in the collection"))),
         };
     }
     let p = Path::new(q);
@@ -118,9 +121,13 @@ fn resolve(store: &Store, root: &Path, q: &str) -> Result<Target> {
     if p.is_file() {
         Ok(Target::File(p.to_path_buf()))
     } else {
-        bail!(
-            "query '{q}' is neither an image file nor an image of the collection (by path or id:N)"
-        )
+        Err(Error::input(
+            p,
+            format!(
+                "query '{q}' is neither an image file nor an image of the collection (by path or \
+                 id:N)"
+            ),
+        ))
     }
 }
 
@@ -129,14 +136,19 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
     let mut store = Store::open_existing(&opts.db)?;
     let root = store.collection_root()?.unwrap_or_default();
     let Some((row, stored)) = collection::collection_model(&store)? else {
-        bail!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
+        let message = format!(
+            "{} has no indexed images yet: run `irtdb index DIR` first",
+            store.path().display()
+        );
+        return Err(Error::refused(store.path(), message, &[]));
     };
     let Some(generation) = store.current_generation(row.id)? else {
-        bail!(
+        let message = format!(
             "{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)",
             store.path().display(),
             root.display()
         );
+        return Err(Error::refused(store.path(), message, &[]));
     };
     let pca: Option<Pca> = collection::generation_pca(&store, &generation)?;
     let mut notes = Vec::new();
@@ -186,16 +198,21 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
             Err(e) => Err(e),
             Ok(Target::Stored(id)) => {
                 r.collection_id = Some(id);
-                store
-                    .descriptor(id, row.id)?
-                    .with_context(|| format!("image id {id} has no descriptor"))
+                store.descriptor(id, row.id)?.ok_or_else(|| {
+                    collection::invalid_data(
+                        store.path(),
+                        format!("image id {id} has no descriptor"),
+                    )
+                })
             }
             Ok(Target::File(p)) => {
                 r.file = Some(p.clone());
                 match embedded.remove(&p) {
                     Some(Ok(v)) => Ok(v),
                     Some(Err(e)) => Err(e),
-                    None => Err(anyhow::anyhow!("{} was not embedded", p.display())),
+                    None => {
+                        Err(Error::Internal { what: format!("{} was not embedded", p.display()) })
+                    }
                 }
             }
         };

@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
 use irtdb_core::Backbone;
 use irtdb_image::DecodeLimits;
 use irtdb_index::{HnswIndex, HnswParams, Pca};
@@ -32,6 +31,7 @@ use serde::Serialize;
 use crate::collection::{self, StoredModel};
 use crate::dups::{self, DupsReport};
 use crate::embed::Embedder;
+use crate::error::{Error, Result};
 use crate::query::{self, Hit, Searcher};
 
 /// What kind of failure a request met; the HTTP layer maps each to a status code.
@@ -66,9 +66,9 @@ impl ServiceError {
     }
 }
 
-impl From<anyhow::Error> for ServiceError {
-    fn from(e: anyhow::Error) -> Self {
-        Self::new(ErrorKind::Internal, format!("{e:#}"))
+impl From<Error> for ServiceError {
+    fn from(e: Error) -> Self {
+        Self::new(ErrorKind::Internal, e.to_string())
     }
 }
 
@@ -173,17 +173,17 @@ impl Service {
     pub fn open(opts: &ServiceOptions) -> Result<Self> {
         let store = Store::open_existing(&opts.db)?;
         let recorded_root = store.collection_root()?.unwrap_or_default();
-        let root = recorded_root.canonicalize().with_context(|| {
-            format!(
-                "the collection root {} is not reachable: serve needs the images' folder",
+        let root = recorded_root.canonicalize().map_err(|e| {
+            let message = format!(
+                "the collection root {} is not reachable ({e}): serve needs the images' folder",
                 recorded_root.display()
-            )
+            );
+            Error::refused(store.path(), message, &[])
         })?;
         let Some((row, stored)) = collection::collection_model(&store)? else {
-            anyhow::bail!(
-                "{} has no indexed images yet: run `irtdb index DIR` first",
-                store.path().display()
-            );
+            let message =
+                format!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
+            return Err(Error::refused(store.path(), message, &[]));
         };
         collection::check_weights(&row, &stored)?;
         let workers = opts.workers.max(1);
@@ -197,11 +197,12 @@ impl Service {
             embedders.push(embedder);
         }
         let Some(generation) = store.current_generation(row.id)? else {
-            anyhow::bail!(
+            let message = format!(
                 "{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)",
                 store.path().display(),
                 recorded_root.display()
             );
+            return Err(Error::refused(store.path(), message, &[]));
         };
         let loaded = load_generation(&store, row.id, generation)?;
         Ok(Service {
@@ -283,7 +284,12 @@ impl Service {
     pub fn embed_bytes(&self, bytes: &[u8]) -> ServiceResult<(Vec<f32>, AnswerTimings)> {
         let t = Instant::now();
         let p = &self.stored.backbone.preprocess;
-        p.validate().map_err(|e| anyhow!("the collection's preprocessing is invalid: {e}"))?;
+        p.validate().map_err(|e| {
+            ServiceError::new(
+                ErrorKind::Internal,
+                format!("the collection's preprocessing is invalid: {e}"),
+            )
+        })?;
         let decoded =
             irtdb_image::decode_bytes(bytes, Path::new("the uploaded image"), &self.limits)?;
         let [h, w] = p.size;
@@ -307,7 +313,12 @@ impl Service {
         let out = embedder.embed_tensor(tensor.view());
         self.embedders.lock().unwrap_or_else(|e| e.into_inner()).push(embedder);
         self.embedder_free.notify_one();
-        let out = out.map_err(|e| anyhow!("the model failed on the uploaded image: {e}"))?;
+        let out = out.map_err(|e| {
+            ServiceError::new(
+                ErrorKind::Internal,
+                format!("the model failed on the uploaded image: {e}"),
+            )
+        })?;
         let embed_ms = t.elapsed().as_secs_f64() * 1e3;
         Ok((out.row(0).to_vec(), AnswerTimings { decode_ms, embed_ms, search_ms: 0.0 }))
     }
@@ -428,13 +439,16 @@ impl Service {
             ServiceError::new(ErrorKind::NotFound, format!("image {id} cannot be decoded now: {e}"))
         })?;
         irtdb_image::thumbnail_jpeg(&img, size)
-            .map_err(|e| anyhow!("making a thumbnail of image {id}: {e}").into())
+            .map_err(|e| {
+                ServiceError::new(ErrorKind::Internal, format!("making a thumbnail of image {id}: {e}"))
+            })
     }
 
     /// `irtdb info` of the collection, plus what this service holds.
     pub fn info(&self) -> ServiceResult<serde_json::Value> {
         let info = crate::info::run(&self.db)?;
-        let mut v = serde_json::to_value(info).map_err(anyhow::Error::from)?;
+        let mut v = serde_json::to_value(info)
+            .map_err(|e| ServiceError::new(ErrorKind::Internal, e.to_string()))?;
         let loaded = self.with_store(|store| self.current(store))?;
         v["serving"] = serde_json::json!({
             "generation": loaded.generation.id,
@@ -502,14 +516,16 @@ fn no_image(id: i64) -> ServiceError {
 /// replaced `g` meanwhile, which is an error (the caller loads that one instead).
 fn load_generation(store: &Store, model_id: i64, g: Generation) -> Result<Loaded> {
     let pca = collection::generation_pca(store, &g)?;
-    let loaded = HnswIndex::load(store.dir(), &collection::hnsw_basename(&g)?);
+    let loaded = HnswIndex::load(store.dir(), &collection::basename_of(store, &g)?);
     let (index, note) = match loaded {
         Ok(index) if index.len() == g.count => (index, None),
         other => {
             let still_current =
                 store.current_generation(model_id)?.is_some_and(|now| now.id == g.id);
             if !still_current {
-                anyhow::bail!("index generation {} was replaced while loading", g.id);
+                return Err(Error::Internal {
+                    what: format!("index generation {} was replaced while loading", g.id),
+                });
             }
             let problem = match other {
                 Ok(i) => format!("index files hold {} vectors, the database {}", i.len(), g.count),
