@@ -356,7 +356,7 @@ fn model_load_breakdown(model: &Path, image: &Path, plugin_path: &Path) -> Resul
     })?;
     let plugin = plugin.expect("loaded");
     t.row(vec!["load the plugin library (dlopen + handshake)".into(), ms(s)]);
-    let s = time(&mut || spec.weights_hash().map(drop))?;
+    let s = time(&mut || spec.weights_hash().map(drop).map_err(Into::into))?;
     t.row(vec!["blake3 of the weights file (check_weights)".into(), ms(s)]);
 
     let default_chain = spec.plugin_config()?;

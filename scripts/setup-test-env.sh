@@ -33,3 +33,11 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "$want" > "$stamp"
 fi
 echo "test python: $venv/bin/python"
+
+# --- Browser test driver (tests/it/serve.rs): playwright-core from the lock file; it drives
+# Debian's chromium, so no browser download happens.
+web="$root/tests/web"
+if [ ! -f "$web/node_modules/.package-lock.json" ] || ! cmp -s "$web/package-lock.json" "$web/node_modules/.irtdb-lock"; then
+  (cd "$web" && npm ci --no-audit --no-fund --silent)
+  cp "$web/package-lock.json" "$web/node_modules/.irtdb-lock"
+fi

@@ -34,6 +34,8 @@ enum Command {
     Eval(cmd::eval::Args),
     Analyze(cmd::analyze::Args),
     Train(cmd::train::Args),
+    Serve(cmd::serve::Args),
+    Dups(cmd::dups::Args),
     #[command(subcommand)]
     Model(cmd::model::Command),
 }
@@ -53,6 +55,8 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Analyze(a) => cmd::analyze::run(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Dups(a) => cmd::dups::run(a),
         Command::Model(c) => cmd::model::run(c),
     };
     match result {
@@ -65,7 +69,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cmd::render(&e));
             ExitCode::from(2)
         }
     }

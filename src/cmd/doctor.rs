@@ -27,12 +27,45 @@ struct Check {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut checks = Vec::new();
+    let mut checks = vec![on_path()];
+    plugins(&mut checks);
+    checks.push(image_formats());
+    hub(&mut checks);
+    let broken = checks.iter().filter(|c| c.required && !c.ok).count();
+    if args.json {
+        super::print_json(&serde_json::json!({ "ok": broken == 0, "checks": checks }))?;
+    } else {
+        for c in &checks {
+            let mark = if c.ok {
+                "ok  "
+            } else if c.required {
+                "FAIL"
+            } else {
+                "--  "
+            };
+            println!("{mark} {:<20} {}", c.what, c.found);
+            if let Some(f) = &c.fix {
+                println!("     {:<20} fix: {f}", "");
+            }
+        }
+    }
+    if broken > 0 {
+        anyhow::bail!(
+            "{broken} thing{} that index and query need {} missing (see the fixes above)",
+            if broken == 1 { "" } else { "s" },
+            if broken == 1 { "is" } else { "are" }
+        );
+    }
+    Ok(())
+}
+
+/// The binary on PATH.
+fn on_path() -> Check {
     let exe = std::env::current_exe().ok();
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join("irtdb")).find(|c| c.is_file()))
         .unwrap_or_default();
-    checks.push(Check {
+    Check {
         what: "irtdb on PATH",
         ok: on_path.is_some(),
         required: false,
@@ -44,8 +77,11 @@ pub fn run(args: Args) -> Result<()> {
         fix: on_path.is_none().then(|| {
             "scripts/install.sh (installs into ~/.local; add ~/.local/bin to PATH)".into()
         }),
-    });
+    }
+}
 
+/// The plugins the host discovers (and, for the ort plugin, the ONNX Runtime it loaded).
+fn plugins(checks: &mut Vec<Check>) {
     let found = host::discover();
     let plugin = |name: &str| {
         found.iter().find_map(|(path, r)| match r {
@@ -106,9 +142,12 @@ pub fn run(args: Args) -> Result<()> {
             }),
         }
     }
+}
 
+/// The decodable image formats (HEIC/AVIF through libheif when installed).
+fn image_formats() -> Check {
     let heif = irtdb_image::heif::libheif_version();
-    checks.push(Check {
+    Check {
         what: "image formats",
         ok: heif.is_ok(),
         required: false,
@@ -117,8 +156,11 @@ pub fn run(args: Args) -> Result<()> {
             Err(why) => format!("JPEG, PNG, WebP, BMP, TIFF, GIF; no HEIC/AVIF ({why})"),
         },
         fix: heif.is_err().then(|| irtdb_image::heif::INSTALL_HINT.to_string()),
-    });
+    }
+}
 
+/// The Hugging Face cache and whether the default model is in it.
+fn hub(checks: &mut Vec<Check>) {
     let client = irtdb_hub::Client::from_env();
     let cache = client.cache().root().to_path_buf();
     let cache_ok = writable(&cache);
@@ -151,33 +193,6 @@ pub fn run(args: Args) -> Result<()> {
             )
         }),
     });
-
-    let broken = checks.iter().filter(|c| c.required && !c.ok).count();
-    if args.json {
-        super::print_json(&serde_json::json!({ "ok": broken == 0, "checks": checks }))?;
-    } else {
-        for c in &checks {
-            let mark = if c.ok {
-                "ok  "
-            } else if c.required {
-                "FAIL"
-            } else {
-                "--  "
-            };
-            println!("{mark} {:<20} {}", c.what, c.found);
-            if let Some(f) = &c.fix {
-                println!("     {:<20} fix: {f}", "");
-            }
-        }
-    }
-    if broken > 0 {
-        anyhow::bail!(
-            "{broken} thing{} that index and query need {} missing (see the fixes above)",
-            if broken == 1 { "" } else { "s" },
-            if broken == 1 { "is" } else { "are" }
-        );
-    }
-    Ok(())
 }
 
 /// Whether a file can be created in `dir` (made if missing).

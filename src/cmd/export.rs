@@ -23,13 +23,17 @@ pub struct Args {
     /// Export the model's descriptors instead of the indexed (PCA-projected) vectors.
     #[arg(long)]
     raw: bool,
+    /// Images per Parquet row group (the unit readers load at once; also what the export holds
+    /// in memory).
+    #[arg(long, value_name = "N", default_value_t = irtdb_engine::export::ROW_GROUP)]
+    row_group: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let r = irtdb_engine::export::parquet(&args.db.path, &args.parquet, args.raw)?;
+    let r = irtdb_engine::export::parquet(&args.db.path, &args.parquet, args.raw, args.row_group)?;
     if args.json {
         return super::print_json(&r);
     }

@@ -61,9 +61,10 @@ pub struct Args {
     /// that shard, run after run; `irtdb merge` joins the shards.
     #[arg(long, value_name = "I/N")]
     shard: Option<irtdb_engine::index::Shard>,
-    /// Index exactly the files listed in this file (one path per line, relative to DIR; `-`
-    /// reads stdin), as a scheduler's partition, instead of scanning DIR. Files of the
-    /// database that are not listed are removed from it.
+    /// Index exactly the files listed in this file (one path per line, relative to DIR or
+    /// absolute under it; `-` reads stdin), as a scheduler's partition, instead of scanning
+    /// DIR. A path outside DIR is an error; files of the database that are not listed are
+    /// removed from it.
     #[arg(long, value_name = "LIST")]
     files_from: Option<PathBuf>,
     /// Store descriptors only; no PCA, no HNSW (for shards that `irtdb merge` indexes once).

@@ -26,6 +26,10 @@ pub struct Args {
     /// If another irtdb is writing the output database, wait for it instead of refusing.
     #[arg(long)]
     wait: bool,
+    /// Merge the images and descriptors only: no PCA, no HNSW (when the collection is too large
+    /// for one machine's index: `irtdb export --raw` hands it to a vector store).
+    #[arg(long)]
+    descriptors_only: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -38,6 +42,7 @@ pub fn run(args: Args) -> Result<()> {
         db: args.db.path,
         build: args.build.options(),
         wait: args.wait,
+        skip_index: args.descriptors_only,
     };
     let report = irtdb_engine::merge::run(&opts, &bar)?;
     if args.json {
@@ -73,6 +78,12 @@ fn print_report(r: &MergeReport) {
         (None, Some(why)) => println!("pca        none: {why}"),
         (None, None) => {}
     }
-    println!("index      HNSW over {} vectors of {} dimensions", i.indexed, i.index_dim);
+    if i.index_skipped {
+        println!(
+            "index      none (--descriptors-only: `irtdb reindex` or a merge without it builds it)"
+        );
+    } else {
+        println!("index      HNSW over {} vectors of {} dimensions", i.indexed, i.index_dim);
+    }
     println!("done in {:.1} s", r.seconds);
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use irtdb_core::StepStats;
+use irtdb_core::{recipe, StepStats};
 use irtdb_engine::train::{
     DataSource, EvalPoint, TrainOptions, TrainProgress, TrainReport, RUN_FILE,
 };
@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long)]
     val_data: Option<PathBuf>,
     /// Without --val-data: fraction of the training classes held out for evaluation (0: none).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = recipe::VAL_FRACTION)]
     val_fraction: f64,
     /// Output folder: checkpoints, model.safetensors, best.safetensors, run.json.
     #[arg(long, default_value = "irtdb-train")]
@@ -68,25 +68,25 @@ pub struct Args {
     #[arg(long)]
     iters: Option<u64>,
     /// Images per step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = recipe::BATCH)]
     batch: usize,
     /// Images of each class in a batch (m of the class-balanced sampler).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = recipe::PER_CLASS)]
     per_class: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 3e-5)]
+    #[arg(long, default_value_t = recipe::LR)]
     lr: f64,
     /// Linear warm-up iterations (default: 5 % of --iters).
     #[arg(long)]
     warmup: Option<u64>,
     /// AdamW weight decay (not applied to biases, norms and token/position embeddings).
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = recipe::WEIGHT_DECAY)]
     weight_decay: f64,
     /// Contrastive margin β.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = recipe::BETA)]
     beta: f64,
     /// KoLeo weight λ (0 trains IRT_L, without the regulariser).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = recipe::LAMBDA)]
     lambda: f64,
     /// Cross-batch memory size (default: the training-set size, at most 65536; 0: none).
     #[arg(long)]
@@ -155,28 +155,26 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         let reference = args.model.clone().expect("clap requires --model without --resume");
         let (model, _) = irtdb_engine::model::resolve_model(&reference, &bar)?;
-        let data = match &args.data {
-            Some(d) => DataSource::Folder(d.clone()),
-            None if args.db.is_file() => DataSource::Collection(args.db.clone()),
-            None => bail!(
-                "no training data: pass --data DIR (one sub-folder of images per class), or \
-                 --db with a collection whose images sit in class folders ({} does not exist)",
-                args.db.display()
-            ),
-        };
+        let data = DataSource::choose(args.data.as_deref(), &args.db)?;
         let mut o = TrainOptions::new(&args.plugin, &model, data, &args.out);
-        o.iters = args.iters.unwrap_or(o.iters);
+        if let Some(iters) = args.iters {
+            o.set_iters(iters);
+        }
         o.val_data = args.val_data;
         o.val_fraction = args.val_fraction;
         o.batch = args.batch;
         o.per_class = args.per_class;
         o.lr = args.lr;
-        o.warmup = args.warmup.unwrap_or(o.iters / 20);
+        if let Some(warmup) = args.warmup {
+            o.warmup = warmup;
+        }
         o.weight_decay = args.weight_decay;
         o.beta = args.beta;
         o.lambda = args.lambda;
         o.memory = args.memory;
-        o.eval_every = args.eval_every.unwrap_or((o.iters / 4).max(1));
+        if let Some(every) = args.eval_every {
+            o.eval_every = every;
+        }
         if let Some(every) = args.checkpoint_every {
             o.checkpoint_every = every;
         }

@@ -2,6 +2,7 @@
 //! module per area. Every test builds its own tiny models and images; nothing is downloaded.
 
 mod collection;
+mod dups;
 mod embed;
 mod eval;
 mod hub;
@@ -10,5 +11,7 @@ mod onnx_wild;
 mod photos;
 mod plugins;
 mod reliability;
+mod scale;
+mod serve;
 mod train;
 mod util;

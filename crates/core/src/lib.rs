@@ -14,6 +14,7 @@ pub mod loss;
 pub mod metrics;
 mod pooling;
 mod preprocess;
+pub mod recipe;
 
 pub use backbone::{Backbone, BackboneInfo, Features, InputInfo, OutputKind, StepStats, Trainer};
 pub use error::{Error, Result};

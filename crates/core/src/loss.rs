@@ -21,7 +21,7 @@ pub struct Contrastive {
 
 impl Default for Contrastive {
     fn default() -> Self {
-        Self { beta: 0.5 }
+        Self { beta: crate::recipe::BETA as f32 }
     }
 }
 

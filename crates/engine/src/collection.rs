@@ -3,12 +3,14 @@
 //! Shared by `index`, `query`, `info` and `reindex`. The database is the source of truth: index
 //! files that are missing or damaged are rebuilt from the stored descriptors and PCA.
 
-use anyhow::{bail, Context, Result};
+use std::path::Path;
+
 use irtdb_core::BackboneInfo;
-use irtdb_index::{HnswIndex, HnswParams, Pca, UpdateStats};
+use irtdb_index::{HnswIndex, HnswParams, IndexFiles, Pca, UpdateStats};
 use irtdb_store::{Generation, ModelRow, NewGeneration, NewModel, PcaRecord, Store};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result, Setting};
 use crate::model::ModelSpec;
 
 /// Meta key holding the id of the collection's model.
@@ -28,9 +30,10 @@ pub struct StoredModel {
 }
 
 impl StoredModel {
-    pub fn from_row(row: &ModelRow) -> Result<Self> {
-        serde_json::from_value(row.config.clone()).with_context(|| {
-            format!("model {} in the database has an unreadable configuration", row.id)
+    /// The model of `row`, a row of the database at `db`.
+    pub fn from_row(row: &ModelRow, db: &Path) -> Result<Self> {
+        serde_json::from_value(row.config.clone()).map_err(|e| {
+            invalid_data(db, format!("model {} has an unreadable configuration ({e})", row.id))
         })
     }
 
@@ -50,19 +53,26 @@ impl StoredModel {
 /// The model of a collection, from the database.
 pub fn collection_model(store: &Store) -> Result<Option<(ModelRow, StoredModel)>> {
     let Some(id) = store.meta(META_MODEL_ID)? else { return Ok(None) };
-    let id: i64 =
-        id.parse().with_context(|| format!("meta {META_MODEL_ID} = {id:?} is not an id"))?;
+    let id: i64 = id.parse().map_err(|_| {
+        invalid_data(store.path(), format!("meta {META_MODEL_ID} = {id:?} is not an id"))
+    })?;
     let row = store.model(id)?;
-    let mut stored = StoredModel::from_row(&row)?;
+    let mut stored = StoredModel::from_row(&row, store.path())?;
     stored.spec.relocate();
     Ok(Some((row, stored)))
+}
+
+/// [`irtdb_store::Error::InvalidData`]: the database at `db` holds `what`, which irtdb never
+/// writes.
+pub(crate) fn invalid_data(db: &Path, what: String) -> Error {
+    Error::Store(irtdb_store::Error::InvalidData { path: db.to_path_buf(), what })
 }
 
 /// Fails unless the weights file the collection was indexed with is still there, unchanged.
 pub fn check_weights(row: &ModelRow, stored: &StoredModel) -> Result<()> {
     let path = &stored.spec.model;
     if let (false, Some(h)) = (path.is_file(), &stored.spec.hub) {
-        bail!(
+        let message = format!(
             "the collection was indexed with {} ({} at commit {}), which is no longer in the \
              Hugging Face cache ({}): run `irtdb model fetch {}` once with network, or point \
              HF_HUB_CACHE / HF_HOME at the cache that has it",
@@ -72,25 +82,28 @@ pub fn check_weights(row: &ModelRow, stored: &StoredModel) -> Result<()> {
             irtdb_hub::Cache::from_env().root().display(),
             h.pinned()
         );
+        return Err(Error::refused(path, message, &[]));
     }
     if !path.is_file() {
-        bail!(
+        let message = format!(
             "the collection was indexed with the model {} (blake3 {}), which no longer exists: \
-             put it back, or index into a new database with --db",
+             put it back, or index into a new database",
             path.display(),
             &row.weights_hash[..16.min(row.weights_hash.len())]
         );
+        return Err(Error::refused(path, message, &[Setting::Db]));
     }
     let hash = stored.spec.weights_hash()?;
     if hash != row.weights_hash {
-        bail!(
+        let message = format!(
             "the model file {} changed since the collection was indexed (blake3 {} then, {} now): \
              descriptors of different weights are not comparable; restore the file, or index \
-             into a new database with --db",
+             into a new database",
             path.display(),
             &row.weights_hash[..16.min(row.weights_hash.len())],
             &hash[..16]
         );
+        return Err(Error::refused(path, message, &[Setting::Db]));
     }
     Ok(())
 }
@@ -103,16 +116,12 @@ pub fn check_backbone(stored: &StoredModel, now: &BackboneInfo) -> Result<()> {
         || then.output != now.output
         || !then.preprocess.same_apart_from_alpha(&now.preprocess)
     {
-        bail!(
+        let message = format!(
             "the model now describes itself differently from when the collection was indexed \
              (then: {}-d, {:?}, {:?}; now: {}-d, {:?}, {:?}); refusing to mix descriptors",
-            then.dim,
-            then.output,
-            then.preprocess,
-            now.dim,
-            now.output,
-            now.preprocess
+            then.dim, then.output, then.preprocess, now.dim, now.output, now.preprocess
         );
+        return Err(Error::refused(&stored.spec.model, message, &[]));
     }
     Ok(())
 }
@@ -151,14 +160,20 @@ pub struct Vectors {
     pub data: Vec<f32>,
 }
 
+impl Vectors {
+    /// Descriptors, projected with `pca` when there is one.
+    pub fn new(d: irtdb_store::Descriptors, pca: Option<&Pca>) -> Self {
+        let n = d.ids.len();
+        match pca {
+            Some(p) => Vectors { ids: d.ids, dim: p.out_dim, data: p.project_batch(&d.data, n) },
+            None => Vectors { ids: d.ids, dim: d.dim, data: d.data },
+        }
+    }
+}
+
 /// The stored descriptors of `model_id`, projected with `pca` when there is one.
 pub fn indexed_vectors(store: &Store, model_id: i64, pca: Option<&Pca>) -> Result<Vectors> {
-    let d = store.descriptors(model_id)?;
-    let n = d.ids.len();
-    Ok(match pca {
-        Some(p) => Vectors { ids: d.ids, dim: p.out_dim, data: p.project_batch(&d.data, n) },
-        None => Vectors { ids: d.ids, dim: d.dim, data: d.data },
-    })
+    Ok(Vectors::new(store.descriptors(model_id)?, pca))
 }
 
 /// The generation's PCA, if it has one.
@@ -166,21 +181,29 @@ pub fn generation_pca(store: &Store, g: &Generation) -> Result<Option<Pca>> {
     match g.pca_id {
         None => Ok(None),
         Some(id) => {
-            let r = store
-                .pca(id)?
-                .with_context(|| format!("PCA {id} of index generation {} is missing", g.id))?;
+            let r = store.pca(id)?.ok_or_else(|| {
+                invalid_data(
+                    store.path(),
+                    format!("PCA {id} of index generation {} is missing", g.id),
+                )
+            })?;
             Ok(Some(pca_from_record(r)))
         }
     }
 }
 
-/// The base name of a generation's HNSW files (they sit beside the database).
-pub fn hnsw_basename(g: &Generation) -> Result<String> {
-    g.params
-        .get("basename")
-        .and_then(|v| v.as_str())
-        .map(String::from)
-        .with_context(|| format!("index generation {} does not record its file names", g.id))
+/// The base name of a generation's HNSW files (they sit beside the database), if it records
+/// one.
+pub fn hnsw_basename(g: &Generation) -> Option<String> {
+    g.params.get("basename").and_then(|v| v.as_str()).map(String::from)
+}
+
+/// [`hnsw_basename`], or an error naming the database when the generation records none.
+pub(crate) fn basename_of(store: &Store, g: &Generation) -> Result<String> {
+    hnsw_basename(g).ok_or_else(|| {
+        let what = format!("index generation {} does not record its file names", g.id);
+        invalid_data(store.path(), what)
+    })
 }
 
 /// Builds the HNSW index over `v`, writes its files beside the database and records them as the
@@ -220,20 +243,10 @@ pub fn record_index(
     index: &HnswIndex,
     lineage: Lineage,
 ) -> Result<i64> {
-    let stamp =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let db_name =
-        store.path().file_name().and_then(|n| n.to_str()).unwrap_or("irtdb.db").to_string();
+    let names = IndexFiles::beside(store.path());
     let old: Vec<Generation> = store.generations(model_id)?;
-    // A fresh name per generation (never the current one's, even within a millisecond).
-    let mut millis = stamp.as_millis();
-    let basename = loop {
-        let b = format!("{db_name}.hnsw-{millis}");
-        if !old.iter().any(|g| hnsw_basename(g).is_ok_and(|o| o == b)) {
-            break b;
-        }
-        millis += 1;
-    };
+    let taken: Vec<String> = old.iter().filter_map(hnsw_basename).collect();
+    let basename = names.new_basename(&taken);
     let files = index.save(store.dir(), &basename)?;
     let recorded = store.record_generation(&NewGeneration {
         model_id,
@@ -268,7 +281,9 @@ pub fn record_index(
             }
         }
     }
-    remove_stray_index_files(store, &db_name, &files);
+    // What a run killed while saving left behind, or files whose generation was never
+    // recorded: without this they would stay forever, each as large as the index.
+    names.remove_all_but(&files);
     Ok(id)
 }
 
@@ -304,7 +319,7 @@ pub fn update_in_place(
         pca_fit_n: number("pca_fit_n").unwrap_or(g.count),
         changes_since_fit: number("changes_since_fit").unwrap_or(0),
     };
-    let Ok(mut index) = HnswIndex::load(store.dir(), &hnsw_basename(g)?) else {
+    let Ok(mut index) = HnswIndex::load(store.dir(), &basename_of(store, g)?) else {
         return Ok(None);
     };
     let pca = generation_pca(store, g)?;
@@ -328,24 +343,6 @@ pub fn update_in_place(
     Ok(Some((index, IndexUpdate { stats, compacted })))
 }
 
-/// Removes index files of this database that no generation will ever use: what a run killed
-/// while saving left behind (`.<db>.hnsw-*.tmp-*` temporaries, or complete files whose
-/// generation was never recorded). Without this they stay forever, as large as the index each.
-/// Only the writer (who holds the lock) builds and saves, so no other live process is writing
-/// such a file now.
-fn remove_stray_index_files(store: &Store, db_name: &str, keep: &[String]) {
-    let (final_prefix, temp_prefix) = (format!("{db_name}.hnsw-"), format!(".{db_name}.hnsw-"));
-    let Ok(entries) = std::fs::read_dir(store.dir()) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let ours = name.starts_with(&final_prefix) || name.starts_with(&temp_prefix);
-        if ours && !keep.iter().any(|k| k == name) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
 /// Whether every file of generation `g` exists beside the database (a stat each; contents are
 /// checked when an index is loaded).
 pub fn index_files_present(store: &Store, g: &Generation) -> bool {
@@ -361,7 +358,7 @@ pub fn load_or_rebuild(
     g: &Generation,
     pca: Option<&Pca>,
 ) -> Result<(HnswIndex, Option<String>)> {
-    let basename = hnsw_basename(g)?;
+    let basename = basename_of(store, g)?;
     let loaded = HnswIndex::load(store.dir(), &basename);
     let problem = match loaded {
         Ok(index) if index.len() == g.count => return Ok((index, None)),

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 
 /// The temporary name a file is written under before [`commit_file`] gives it `path`: in the
 /// same folder (a rename never crosses file systems), hidden, and tagged with the process id so
@@ -21,21 +21,19 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` durably and atomically.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, bytes).map_err(Error::io("write", &tmp))?;
     commit_file(&tmp, path)
 }
 
 /// Makes the finished file `tmp` durable and gives it its name: fsync the file, rename it over
 /// `path`, fsync the folder.
 pub fn commit_file(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(Error::io("sync", tmp))?;
+    std::fs::rename(tmp, path).map_err(Error::io("write", path))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     #[cfg(unix)]
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing the folder {}", dir.display()))?;
+        .map_err(Error::io("sync the folder", dir))?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use crate::error::{Error, Result};
 use irtdb_core::{l2_normalise_rows, Backbone, Pool, Pooling};
 use irtdb_image::{BatchPipeline, DecodeLimits};
 use ndarray::{Array2, ArrayView4};
@@ -61,7 +61,7 @@ pub fn embed_files<B: Backbone>(
     let mut slots: Vec<Option<Result<Vec<f32>>>> = (0..paths.len()).map(|_| None).collect();
     for batch in BatchPipeline::new(items, batch_size.max(1), preprocess, *limits) {
         for (i, _path, err) in batch.failed {
-            slots[i] = Some(Err(anyhow::Error::new(err)));
+            slots[i] = Some(Err(Error::from(err)));
         }
         if !batch.items.is_empty() {
             let descriptors = embedder.embed_tensor(batch.tensor.view())?;
@@ -76,7 +76,9 @@ pub fn embed_files<B: Backbone>(
         .zip(slots)
         .map(|(p, r)| EmbedOutcome {
             path: p.clone(),
-            result: r.unwrap_or_else(|| Err(anyhow::anyhow!("{}: not processed", p.display()))),
+            result: r.unwrap_or_else(|| {
+                Err(Error::Internal { what: format!("{}: not processed", p.display()) })
+            }),
         })
         .collect())
 }

@@ -5,8 +5,10 @@
 
 pub mod analyze;
 pub mod collection;
+pub mod dups;
 pub mod durable;
 pub mod embed;
+pub mod error;
 pub mod eval;
 pub mod export;
 pub mod html;
@@ -16,7 +18,9 @@ pub mod lossy;
 pub mod merge;
 pub mod model;
 pub mod query;
+pub mod service;
 pub mod train;
 
 pub use embed::{embed_files, EmbedOutcome, Embedder};
+pub use error::{Error, Result, Setting};
 pub use model::{ModelSpec, DEFAULT_PLUGIN};

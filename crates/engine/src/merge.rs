@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use irtdb_store::{ImageRow, ImageUpdate, ModelRow, Outcome, Status, Store};
 use serde::Serialize;
 
 use crate::collection::{self, StoredModel, META_INDEX_STALE, META_MODEL_ID};
+use crate::error::{Error, Result, Setting};
 use crate::index::{finish_index, BuildOptions, IndexSummary, Progress, META_SHARD};
 
 /// Images written per transaction.
@@ -34,6 +34,9 @@ pub struct MergeOptions {
     pub build: BuildOptions,
     /// Wait for another writer of `db` instead of refusing.
     pub wait: bool,
+    /// Merge the rows only: no PCA, no HNSW (for a collection too large for one machine's
+    /// index, handed to a vector store with `irtdb export --raw`).
+    pub skip_index: bool,
 }
 
 /// One input of a merge.
@@ -81,8 +84,71 @@ struct Input {
 
 pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> {
     let started = Instant::now();
+    let inputs = open_inputs(opts)?;
+    let first = &inputs[0];
+    let mut out = Store::open(&opts.db)?;
+    let _lock = if opts.wait {
+        out.lock_writer_waiting(|_| progress.stage("waiting for another irtdb to finish writing"))?
+    } else {
+        out.lock_writer(false)?
+    };
+    let model_id = prepare_output(&mut out, first)?;
+    let mut report = MergeReport {
+        db: out.path().to_path_buf(),
+        root: first.root.clone(),
+        model: crate::model::describe(&first.model.1.backbone),
+        ..Default::default()
+    };
+    report.warnings.extend(shard_set_warnings(&inputs));
+    let mut merge = Merge::new(&out, model_id)?;
+    let mut changed_any = false;
+    for (i, input) in inputs.iter().enumerate() {
+        progress.stage(&format!("reading {}", input.store.path().display()));
+        let updates = merge.shard(&inputs, i, &mut report)?;
+        if !updates.is_empty() {
+            out.set_meta(META_INDEX_STALE, "1")?;
+            changed_any = true;
+            for chunk in updates.chunks(CHUNK) {
+                out.commit_batch(model_id, chunk)?;
+            }
+        }
+        failpoint_abort_after_shard(i + 1);
+    }
+    let gone = merge.gone();
+    if !gone.is_empty() {
+        out.set_meta(META_INDEX_STALE, "1")?;
+        changed_any = true;
+        report.removed = out.delete_images(&gone)?;
+    }
+    report.images = merge.owner.len();
+    if opts.skip_index {
+        // The rows are merged; PCA and HNSW are left to a later merge, `irtdb reindex`, or a
+        // vector store fed by `irtdb export --raw`. `index_stale` stays set if rows changed.
+        report.index.index_skipped = true;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    let nothing =
+        format!("the shards hold no embedded image ({} failed): nothing to index", report.failed);
+    finish_index(
+        &mut out,
+        model_id,
+        changed_any,
+        &opts.build,
+        &mut report.index,
+        &nothing,
+        progress,
+    )?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The shards, opened, each once, none of them the output, all of one folder and one model.
+fn open_inputs(opts: &MergeOptions) -> Result<Vec<Input>> {
     if opts.shards.is_empty() {
-        bail!("nothing to merge: name the shard databases, e.g. `irtdb merge shards/*.db --db all.db`");
+        let message = "nothing to merge: name the shard databases, e.g. `irtdb merge shards/*.db`";
+        return Err(Error::refused(&opts.db, message, &[]));
     }
     let out_path = irtdb_core::absolute(&opts.db);
     let mut inputs = Vec::with_capacity(opts.shards.len());
@@ -90,20 +156,21 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
     for path in &opts.shards {
         let input = open_shard(path)?;
         if input.store.path() == out_path {
-            bail!(
-                "{} is both a shard and the output: give the merged collection its own --db",
+            let message = format!(
+                "{} is both a shard and the output: give the merged collection its own database",
                 path.display()
             );
+            return Err(Error::refused(path, message, &[Setting::Db]));
         }
         if !seen_paths.insert(input.store.path().to_path_buf()) {
-            bail!("{} is named twice", path.display());
+            return Err(Error::input(path, format!("{} is named twice", path.display())));
         }
         inputs.push(input);
     }
     let first = &inputs[0];
     for other in &inputs[1..] {
         if other.root != first.root {
-            bail!(
+            let message = format!(
                 "{} indexes the folder {}, {} indexes {}: shards of one collection index the \
                  same folder (the same path on every machine)",
                 first.store.path().display(),
@@ -111,42 +178,47 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
                 other.store.path().display(),
                 other.root.display()
             );
+            return Err(Error::refused(other.store.path(), message, &[]));
         }
         if let Some(diff) = identity_difference(&first.model, &other.model) {
-            bail!(
+            let message = format!(
                 "{} and {} were indexed with different models ({diff}): descriptors of \
                  different models are never mixed; re-index the odd shard with the others' model",
                 first.store.path().display(),
                 other.store.path().display()
             );
+            return Err(Error::refused(other.store.path(), message, &[]));
         }
     }
+    Ok(inputs)
+}
 
-    let mut out = Store::open(&opts.db)?;
-    let _lock = if opts.wait {
-        out.lock_writer_waiting(|_| progress.stage("waiting for another irtdb to finish writing"))?
-    } else {
-        out.lock_writer(false)?
-    };
+/// Checks that the output indexes the shards' folder with their model (recording both in a new
+/// one) and is not a shard itself. Returns its model id.
+fn prepare_output(out: &mut Store, first: &Input) -> Result<i64> {
     match out.collection_root()? {
-        Some(r) if r != first.root => bail!(
-            "{} indexes the folder {}, the shards index {}: merge into another --db",
-            out.path().display(),
-            r.display(),
-            first.root.display()
-        ),
+        Some(r) if r != first.root => {
+            let message = format!(
+                "{} indexes the folder {}, the shards index {}: merge into another database",
+                out.path().display(),
+                r.display(),
+                first.root.display()
+            );
+            return Err(Error::refused(out.path(), message, &[Setting::Db]));
+        }
         Some(_) => {}
         None => out.set_collection_root(&first.root)?,
     }
     let (row, stored) = &first.model;
-    let model_id = match collection::collection_model(&out)? {
+    let model_id = match collection::collection_model(out)? {
         Some(existing) => {
             if let Some(diff) = identity_difference(&existing, &first.model) {
-                bail!(
+                let message = format!(
                     "{} holds descriptors of another model than the shards ({diff}): merge into \
-                     another --db",
+                     another database",
                     out.path().display()
                 );
+                return Err(Error::refused(out.path(), message, &[Setting::Db]));
             }
             existing.0.id
         }
@@ -158,28 +230,43 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
         }
     };
     if out.meta(META_SHARD)?.is_some() {
-        bail!(
-            "{} is itself a shard (indexed with --shard): merge into another --db",
+        let message = format!(
+            "{} is itself a shard (indexed as one): merge into another database",
             out.path().display()
         );
+        return Err(Error::refused(out.path(), message, &[Setting::Db]));
+    }
+    Ok(model_id)
+}
+
+/// The output's rows before the merge, and every path some shard holds so far.
+struct Merge {
+    old_rows: Vec<ImageRow>,
+    old_embedded: HashSet<i64>,
+    /// Every path some shard holds → the shard that gave it (for the overlap check) and its
+    /// content hash.
+    owner: HashMap<String, (usize, String)>,
+}
+
+impl Merge {
+    fn new(out: &Store, model_id: i64) -> Result<Self> {
+        Ok(Merge {
+            old_rows: out.images()?,
+            old_embedded: out.descriptor_ids(model_id)?.into_iter().collect(),
+            owner: HashMap::new(),
+        })
     }
 
-    let mut report = MergeReport {
-        db: out.path().to_path_buf(),
-        root: first.root.clone(),
-        model: crate::model::describe(&stored.backbone),
-        ..Default::default()
-    };
-    report.warnings.extend(shard_set_warnings(&inputs));
-
-    let old_rows = out.images()?;
-    let old_embedded: HashSet<i64> = out.descriptor_ids(model_id)?.into_iter().collect();
-    let old: HashMap<&str, &ImageRow> = old_rows.iter().map(|r| (r.path.as_str(), r)).collect();
-    // Every path some shard holds → the shard that gave it (for the overlap check).
-    let mut owner: HashMap<String, (usize, String)> = HashMap::new();
-    let mut changed_any = false;
-    for (i, input) in inputs.iter().enumerate() {
-        progress.stage(&format!("reading {}", input.store.path().display()));
+    /// The rows of shard `i` that the output lacks or holds otherwise, counted into `report`.
+    fn shard(
+        &mut self,
+        inputs: &[Input],
+        i: usize,
+        report: &mut MergeReport,
+    ) -> Result<Vec<ImageUpdate>> {
+        let input = &inputs[i];
+        let old: HashMap<&str, &ImageRow> =
+            self.old_rows.iter().map(|r| (r.path.as_str(), r)).collect();
         let rows = input.store.images()?;
         let vectors = input.store.descriptors(input.model.0.id)?;
         let at: HashMap<i64, usize> =
@@ -191,15 +278,16 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
         });
         let mut updates = Vec::new();
         for r in &rows {
-            if let Some((j, hash)) = owner.get(&r.path) {
+            if let Some((j, hash)) = self.owner.get(&r.path) {
                 if *hash != r.hash {
-                    bail!(
+                    let message = format!(
                         "{} is in {} and in {} with different content: the shards overlap and \
                          disagree; re-index one of them",
                         r.path,
                         inputs[*j].store.path().display(),
                         input.store.path().display()
                     );
+                    return Err(Error::refused(input.store.path(), message, &[]));
                 }
                 report.warnings.push(format!(
                     "{} is in {} and in {}: merged once",
@@ -209,7 +297,7 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
                 ));
                 continue;
             }
-            owner.insert(r.path.clone(), (i, r.hash.clone()));
+            self.owner.insert(r.path.clone(), (i, r.hash.clone()));
             let outcome = match r.status {
                 Status::Failed => {
                     report.failed += 1;
@@ -230,7 +318,7 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
                 },
             };
             let prior = old.get(r.path.as_str()).copied();
-            if prior.is_some_and(|o| same_row(o, r, old_embedded.contains(&o.id))) {
+            if prior.is_some_and(|o| same_row(o, r, self.old_embedded.contains(&o.id))) {
                 report.unchanged += 1;
                 continue;
             }
@@ -249,51 +337,45 @@ pub fn run(opts: &MergeOptions, progress: &dyn Progress) -> Result<MergeReport> 
                 outcome,
             });
         }
-        if !updates.is_empty() {
-            out.set_meta(META_INDEX_STALE, "1")?;
-            changed_any = true;
-            for chunk in updates.chunks(CHUNK) {
-                out.commit_batch(model_id, chunk)?;
-            }
+        Ok(updates)
+    }
+
+    /// The output's images that no shard holds.
+    fn gone(&self) -> Vec<i64> {
+        self.old_rows.iter().filter(|r| !self.owner.contains_key(&r.path)).map(|r| r.id).collect()
+    }
+}
+
+/// Test hook: `IRTDB_FAILPOINT=merge-abort-after-shard:N` aborts the process right after the
+/// rows of the N-th shard are written, as a crash would, to test that the next merge finishes.
+fn failpoint_abort_after_shard(shards: usize) {
+    if let Ok(v) = std::env::var("IRTDB_FAILPOINT") {
+        if v.strip_prefix("merge-abort-after-shard:").and_then(|n| n.parse::<usize>().ok())
+            == Some(shards)
+        {
+            std::process::abort();
         }
     }
-    let gone: Vec<i64> =
-        old_rows.iter().filter(|r| !owner.contains_key(&r.path)).map(|r| r.id).collect();
-    if !gone.is_empty() {
-        out.set_meta(META_INDEX_STALE, "1")?;
-        changed_any = true;
-        report.removed = out.delete_images(&gone)?;
-    }
-    report.images = owner.len();
-
-    let nothing =
-        format!("the shards hold no embedded image ({} failed): nothing to index", report.failed);
-    finish_index(
-        &mut out,
-        model_id,
-        changed_any,
-        &opts.build,
-        &mut report.index,
-        &nothing,
-        progress,
-    )?;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 fn open_shard(path: &Path) -> Result<Input> {
-    let store = Store::open_existing(path)
-        .with_context(|| format!("cannot read the shard {}", path.display()))?;
+    let store = Store::open_existing(path).map_err(|e| {
+        Error::refused(path, format!("cannot read the shard {}: {e}", path.display()), &[])
+    })?;
     let Some(model) = collection::collection_model(&store)? else {
-        bail!(
-            "{} has no model: it is not an irtdb collection yet (run `irtdb index DIR --shard I/N \
-             --db {}` first)",
-            path.display(),
+        let message = format!(
+            "{} has no model: it is not an irtdb collection yet (index its shard of the folder \
+             into it first)",
             path.display()
         );
+        return Err(Error::refused(path, message, &[Setting::Shard, Setting::Db]));
     };
     let Some(root) = store.collection_root()? else {
-        bail!("{} records no collection folder: it is not an index of a folder", path.display());
+        let message = format!(
+            "{} records no collection folder: it is not an index of a folder",
+            path.display()
+        );
+        return Err(Error::refused(path, message, &[]));
     };
     let shard = store.meta(META_SHARD)?;
     Ok(Input { store, model, root, shard })

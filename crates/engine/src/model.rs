@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result, Setting};
 use irtdb_core::{Backbone, BackboneInfo, Pool};
 use irtdb_plugin_api::host::{LoadedBackbone, Plugin};
 use irtdb_plugin_api::BackboneConfig;
@@ -61,7 +61,7 @@ pub const RECOMMENDED: &[Recommended] = &[
         download_mb: 88,
         dim: 384,
         what_for: "DINOv2 ViT-S/14 with registers, strong off the shelf; native 518, about 5x \
-                   DeiT-S's cost: --input-size 224 runs it at DeiT-S's",
+                   DeiT-S's cost: an input size of 224 runs it at DeiT-S's",
     },
 ];
 
@@ -135,29 +135,31 @@ pub struct ModelSpec {
 impl ModelSpec {
     pub fn new(plugin: Option<&str>, model: &Path, pooling: Pool) -> Result<Self> {
         if !model.exists() {
-            bail!(
-                "model file {} does not exist: pass --model with an .onnx file or a timm-named \
-                 ViT/DeiT .safetensors file (`irtdb model random` writes a random-weight one)",
+            let message = format!(
+                "model file {} does not exist: give an .onnx file or a timm-named ViT/DeiT \
+                 .safetensors file (`irtdb model random` writes a random-weight one)",
                 model.display()
             );
+            return Err(Error::setting(&[Setting::Model], message));
         }
         // The folder is made absolute, the file itself is not followed: a hub snapshot's file is
         // a link into blobs/, and its sidecars (config.json) sit beside the link.
-        let resolving = || format!("resolving {}", model.display());
+        let resolving = Error::io("resolve", model);
         let model = match model.file_name() {
             Some(name) => {
                 let dir = model.parent().filter(|p| !p.as_os_str().is_empty());
-                dir.unwrap_or(Path::new(".")).canonicalize().with_context(resolving)?.join(name)
+                dir.unwrap_or(Path::new(".")).canonicalize().map_err(resolving)?.join(name)
             }
-            None => model.canonicalize().with_context(resolving)?,
+            None => model.canonicalize().map_err(resolving)?,
         };
         if model.to_str().is_none() {
             // The plugin gets the path inside JSON, and the collection stores it as JSON.
-            bail!(
+            let message = format!(
                 "the model path {} is not valid UTF-8, so it cannot be handed to the plugin or \
                  stored: rename the file (or its folder)",
                 model.display()
             );
+            return Err(Error::input(&model, message));
         }
         Ok(Self {
             plugin: plugin.unwrap_or(DEFAULT_PLUGIN).to_string(),
@@ -230,7 +232,7 @@ impl ModelSpec {
         c.providers = self.providers.clone();
         c.preprocess = self.preprocess.clone();
         if let Some(serde_json::Value::Object(o)) = &self.options {
-            c.merge(o).map_err(anyhow::Error::msg)?;
+            c.merge(o).map_err(|e| Error::setting(&[Setting::PluginConfig], e))?;
         }
         Ok(c)
     }
@@ -241,7 +243,7 @@ impl ModelSpec {
         let backbone = plugin.create_backbone(&self.plugin_config()?)?;
         let info = backbone.info();
         if !matches!(self.pooling, Pool::Cls) && info.output == irtdb_core::OutputKind::Pooled {
-            bail!(irtdb_core::Error::NeedsTokens { pooling: self.pooling.name() });
+            return Err(irtdb_core::Error::NeedsTokens { pooling: self.pooling.name() }.into());
         }
         Ok((plugin, backbone))
     }
@@ -249,10 +251,9 @@ impl ModelSpec {
     /// blake3 of the weights file, hex: identifies the weights whatever their path.
     pub fn weights_hash(&self) -> Result<String> {
         let mut hasher = blake3::Hasher::new();
-        let mut file = std::fs::File::open(&self.model)
-            .with_context(|| format!("opening model {}", self.model.display()))?;
-        std::io::copy(&mut file, &mut hasher)
-            .with_context(|| format!("reading model {}", self.model.display()))?;
+        let mut file =
+            std::fs::File::open(&self.model).map_err(Error::io("open the model", &self.model))?;
+        std::io::copy(&mut file, &mut hasher).map_err(Error::io("read the model", &self.model))?;
         Ok(hasher.finalize().to_hex().to_string())
     }
 }
@@ -288,44 +289,47 @@ pub struct RandomModel {
 /// configuration written.
 pub fn write_random_model(opts: &RandomModel, out: &Path) -> Result<irtdb_onnx::VitConfig> {
     let Some(mut cfg) = irtdb_onnx::random::deit_config(&opts.arch) else {
-        bail!(
+        let message = format!(
             "unknown architecture '{}': use deit_tiny_patch16_224, deit_small_patch16_224, \
              deit_base_patch16_224 or vit_micro",
             opts.arch
         );
+        return Err(Error::setting(&[Setting::Architecture], message));
     };
     if let Some(d) = opts.depth {
         cfg.depth = d;
     }
     if let Some(s) = opts.image_size {
-        anyhow::ensure!(
-            s > 0 && s % cfg.patch == 0,
-            "image size {s} is not a positive multiple of the patch size {}",
-            cfg.patch
-        );
+        if s == 0 || !s.is_multiple_of(cfg.patch) {
+            let message = format!(
+                "image size {s} is not a positive multiple of the patch size {}",
+                cfg.patch
+            );
+            return Err(Error::setting(&[Setting::ImageSize], message));
+        }
         cfg.img_size = [s, s];
     }
     let tensors = irtdb_onnx::random::random_vit(&cfg, opts.seed);
     irtdb_onnx::random::save_safetensors(out, &tensors)?;
-    let card = out.with_extension("json");
-    let card_json = serde_json::json!({
-        "architecture": cfg.architecture,
-        "num_heads": cfg.heads,
-        "random_weights": true,
-        "seed": opts.seed,
-        "config": cfg,
-        "preprocess": irtdb_core::Preprocess::imagenet(cfg.img_size[0] as u32),
-    });
-    std::fs::write(&card, serde_json::to_string_pretty(&card_json)?)
-        .with_context(|| format!("writing {}", card.display()))?;
+    let mut extra = serde_json::Map::new();
+    extra.insert("seed".into(), opts.seed.into());
+    extra.insert("config".into(), serde_json::to_value(&cfg).expect("serialisable"));
+    let card = irtdb_onnx::ModelCard {
+        architecture: Some(cfg.architecture.clone()),
+        num_heads: Some(cfg.heads),
+        preprocess: Some(
+            serde_json::to_value(irtdb_core::Preprocess::imagenet(cfg.img_size[0] as u32))
+                .expect("serialisable"),
+        ),
+        random_weights: true,
+        extra,
+        ..Default::default()
+    };
+    card.write(out)?;
     Ok(cfg)
 }
 
 /// True when the model card beside `model` says its weights are random.
 pub fn is_random_weights(model: &Path) -> bool {
-    std::fs::read_to_string(model.with_extension("json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|j| j.get("random_weights").and_then(|v| v.as_bool()))
-        .unwrap_or(false)
+    irtdb_onnx::ModelCard::read_lenient(model).is_some_and(|c| c.random_weights)
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
 use irtdb_core::Backbone;
 use irtdb_image::DecodeLimits;
 use irtdb_index::{exact_search, Pca};
@@ -86,13 +86,16 @@ enum Target {
 
 fn resolve(store: &Store, root: &Path, q: &str) -> Result<Target> {
     if let Some(id) = q.strip_prefix("id:") {
-        let id: i64 = id.parse().with_context(|| format!("'{q}': id:N needs a number"))?;
+        let bad = |message: String| Error::input(Path::new(q), message);
+        let id: i64 = id.parse().map_err(|_| bad(format!("'{q}': id:N needs a number")))?;
         return match store.image_by_id(id)? {
             Some(r) if r.status == Status::Ok => Ok(Target::Stored(id)),
-            Some(r) => {
-                bail!("image id {id} ({}) failed to embed: {}", r.path, r.error.unwrap_or_default())
-            }
-            None => bail!("no image with id {id} in the collection"),
+            Some(r) => Err(bad(format!(
+                "image id {id} ({}) failed to embed: {}",
+                r.path,
+                r.error.unwrap_or_default()
+            ))),
+            None => Err(bad(format!("no image with id {id} in the collection"))),
         };
     }
     let p = Path::new(q);
@@ -118,9 +121,13 @@ fn resolve(store: &Store, root: &Path, q: &str) -> Result<Target> {
     if p.is_file() {
         Ok(Target::File(p.to_path_buf()))
     } else {
-        bail!(
-            "query '{q}' is neither an image file nor an image of the collection (by path or id:N)"
-        )
+        Err(Error::input(
+            p,
+            format!(
+                "query '{q}' is neither an image file nor an image of the collection (by path or \
+                 id:N)"
+            ),
+        ))
     }
 }
 
@@ -129,14 +136,19 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
     let mut store = Store::open_existing(&opts.db)?;
     let root = store.collection_root()?.unwrap_or_default();
     let Some((row, stored)) = collection::collection_model(&store)? else {
-        bail!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
+        let message = format!(
+            "{} has no indexed images yet: run `irtdb index DIR` first",
+            store.path().display()
+        );
+        return Err(Error::refused(store.path(), message, &[]));
     };
     let Some(generation) = store.current_generation(row.id)? else {
-        bail!(
+        let message = format!(
             "{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)",
             store.path().display(),
             root.display()
         );
+        return Err(Error::refused(store.path(), message, &[]));
     };
     let pca: Option<Pca> = collection::generation_pca(&store, &generation)?;
     let mut notes = Vec::new();
@@ -170,7 +182,7 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
     }
 
     let t_search = Instant::now();
-    let ef = opts.ef.unwrap_or((2 * opts.k).max(64));
+    let ef = opts.ef.unwrap_or(default_ef(opts.k));
     let searcher =
         Searcher::new(&mut store, row.id, &generation, pca.as_ref(), opts.exact, &mut notes)?;
     let mut results = Vec::new();
@@ -186,32 +198,27 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
             Err(e) => Err(e),
             Ok(Target::Stored(id)) => {
                 r.collection_id = Some(id);
-                store
-                    .descriptor(id, row.id)?
-                    .with_context(|| format!("image id {id} has no descriptor"))
+                store.descriptor(id, row.id)?.ok_or_else(|| {
+                    collection::invalid_data(
+                        store.path(),
+                        format!("image id {id} has no descriptor"),
+                    )
+                })
             }
             Ok(Target::File(p)) => {
                 r.file = Some(p.clone());
                 match embedded.remove(&p) {
                     Some(Ok(v)) => Ok(v),
                     Some(Err(e)) => Err(e),
-                    None => Err(anyhow::anyhow!("{} was not embedded", p.display())),
+                    None => {
+                        Err(Error::Internal { what: format!("{} was not embedded", p.display()) })
+                    }
                 }
             }
         };
         match vector {
             Err(e) => r.error = Some(format!("{e:#}")),
-            Ok(v) => {
-                let v = match &pca {
-                    Some(p) => p.project(&v),
-                    None => v,
-                };
-                for (rank, (id, score)) in searcher.search(&v, opts.k, ef).into_iter().enumerate() {
-                    let img = store.image_by_id(id)?;
-                    let (path, label) = img.map(|i| (i.path, i.label)).unwrap_or_default();
-                    r.hits.push(Hit { rank: rank + 1, id, score, path, label });
-                }
-            }
+            Ok(v) => r.hits = hits(&store, &searcher, pca.as_ref(), &v, opts.k, ef)?,
         }
         results.push(r);
     }
@@ -228,14 +235,50 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
     })
 }
 
+/// The HNSW search breadth used when none is given: `max(2k, 64)`.
+pub fn default_ef(k: usize) -> usize {
+    (2 * k).max(64)
+}
+
+/// The `k` best hits for descriptor `v` (in the collection's descriptor space, before PCA): `v`
+/// is projected with `pca`, searched, and each hit gets its path and label from the database.
+/// The one scoring path of `irtdb query` and `irtdb serve`.
+pub fn hits(
+    store: &Store,
+    searcher: &Searcher,
+    pca: Option<&Pca>,
+    v: &[f32],
+    k: usize,
+    ef: usize,
+) -> Result<Vec<Hit>> {
+    let projected;
+    let v = match pca {
+        Some(p) => {
+            projected = p.project(v);
+            &projected[..]
+        }
+        None => v,
+    };
+    let mut out = Vec::new();
+    for (rank, (id, score)) in searcher.search(v, k, ef).into_iter().enumerate() {
+        let img = store.image_by_id(id)?;
+        let (path, label) = img.map(|i| (i.path, i.label)).unwrap_or_default();
+        out.push(Hit { rank: rank + 1, id, score, path, label });
+    }
+    Ok(out)
+}
+
 /// HNSW or exact search over the collection's indexed vectors.
-enum Searcher {
+#[derive(Debug)]
+pub enum Searcher {
     Hnsw(Box<irtdb_index::HnswIndex>),
     Exact(collection::Vectors),
 }
 
 impl Searcher {
-    fn new(
+    /// The current generation's HNSW index (rebuilt from the database when its files are missing
+    /// or damaged; why goes to `notes`), or, with `exact`, every indexed vector.
+    pub fn new(
         store: &mut Store,
         model_id: i64,
         g: &irtdb_store::Generation,
@@ -251,7 +294,8 @@ impl Searcher {
         Ok(Searcher::Hnsw(Box::new(index)))
     }
 
-    fn search(&self, q: &[f32], k: usize, ef: usize) -> Vec<(i64, f32)> {
+    /// `(id, score)` of the `k` best, best first; `q` is in the indexed space (after PCA).
+    pub fn search(&self, q: &[f32], k: usize, ef: usize) -> Vec<(i64, f32)> {
         match self {
             Searcher::Hnsw(index) => index.search(q, k, ef),
             Searcher::Exact(v) => exact_search(&v.data, v.dim, q, k)

@@ -32,8 +32,8 @@ pub use edit::{crop_to_box, thumbnail_jpeg};
 pub use error::{Error, Result};
 pub use preprocess::{preprocess, preprocess_to_array};
 pub use scan::{
-    content_hash, list_files, scan, scan_with_progress, shard_of, ScanOptions, ScanResult,
-    ScannedFile, PROGRESS_EVERY,
+    content_hash, list_files, scan, scan_filtered, scan_with_progress, shard_of, ScanOptions,
+    ScanResult, ScannedFile, PROGRESS_EVERY,
 };
 
 /// File extensions (lower case, without the dot) that [`scan`] treats as images.

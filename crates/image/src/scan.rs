@@ -72,6 +72,19 @@ pub fn scan_with_progress(
     opts: &ScanOptions,
     progress: &(dyn Fn(usize) + Sync),
 ) -> ScanResult {
+    scan_filtered(root, opts, &|_| true, progress)
+}
+
+/// [`scan_with_progress`] of the files whose relative path (`/`-separated, as
+/// [`ScannedFile::rel_path`] will read) `keep` accepts, decided from the directory listing before
+/// any file is `stat`ed: a shard of a folder (`keep = |p| shard_of(p, n) == i`) costs one walk of
+/// the folders and the `stat`s of its own files only.
+pub fn scan_filtered(
+    root: &Path,
+    opts: &ScanOptions,
+    keep: &(dyn Fn(&str) -> bool + Sync),
+    progress: &(dyn Fn(usize) + Sync),
+) -> ScanResult {
     let mut result = ScanResult::default();
     let abs_root = irtdb_core::absolute(root);
     let walker = WalkDir::new(root)
@@ -100,6 +113,9 @@ pub fn scan_with_progress(
             }
         };
         if entry.file_type().is_dir() || !has_image_extension(entry.path()) {
+            continue;
+        }
+        if !keep(&rel_path_of(root, entry.path()).0) {
             continue;
         }
         let is_symlink = entry.path_is_symlink();
@@ -235,21 +251,10 @@ fn listed_file(
         return Ok(None);
     }
     let rel = path.strip_prefix(root).unwrap_or(path);
-    let (rel, abs_path) = if rel.as_os_str().is_empty() {
-        // The root itself is a file: list it under its own name.
-        (Path::new(path.file_name().unwrap_or_default()), abs_root.to_path_buf())
-    } else {
-        (rel, abs_root.join(rel))
-    };
-    let mut parts = Vec::new();
-    let mut lossy = false;
-    for component in rel.components() {
-        if let Component::Normal(name) = component {
-            lossy |= name.to_str().is_none();
-            parts.push(name.to_string_lossy().into_owned());
-        }
-    }
-    let rel_path = parts.join("/");
+    let abs_path =
+        if rel.as_os_str().is_empty() { abs_root.to_path_buf() } else { abs_root.join(rel) };
+    let (rel_path, lossy) = rel_path_of(root, path);
+    let parts: Vec<&str> = rel_path.split('/').collect();
     let problem = lossy.then(|| {
         (path.to_path_buf(), format!("file name is not valid UTF-8; listed as {rel_path:?}"))
     });
@@ -262,6 +267,27 @@ fn listed_file(
         label,
     };
     Ok(Some((file, problem)))
+}
+
+/// The `/`-separated path of `path` relative to `root` (the file's own name when `path` is the
+/// root), names that are not UTF-8 converted lossily; and whether one was.
+fn rel_path_of(root: &Path, path: &Path) -> (String, bool) {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    // The root itself is a file: list it under its own name.
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(path.file_name().unwrap_or_default())
+    } else {
+        rel
+    };
+    let mut parts = Vec::new();
+    let mut lossy = false;
+    for component in rel.components() {
+        if let Component::Normal(name) = component {
+            lossy |= name.to_str().is_none();
+            parts.push(name.to_string_lossy());
+        }
+    }
+    (parts.join("/"), lossy)
 }
 
 /// Two names that differ only in bytes that are not UTF-8 (`a\xfe.jpg`, `a\xff.jpg`) read the

@@ -24,6 +24,7 @@ pub use dist::{dot, dot_scalar, simd_available};
 pub use error::{Error, Result};
 pub use exact::exact_search;
 pub use hnsw::{
-    HnswIndex, HnswParams, UpdatePlan, UpdateStats, COMPACT_FRACTION, INDEX_FORMAT_VERSION,
+    HnswIndex, HnswParams, IndexFiles, UpdatePlan, UpdateStats, COMPACT_FRACTION,
+    INDEX_FORMAT_VERSION,
 };
 pub use pca::Pca;

@@ -53,64 +53,110 @@ pub enum GraphOutput {
 pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
     w.check()?;
     let c = &w.config;
-    let (d, t) = (c.dim as i64, c.output_tokens() as i64);
     let mut g = GraphBuilder::default();
-
-    // Patch embedding: Conv with stride P, then [B, D, gh, gw] → [B, M, D].
-    g.weight(w, "patch_embed.proj.weight")?;
-    g.weight(w, "patch_embed.proj.bias")?;
-    let p = c.patch as i64;
-    let x = g.add_node(
-        "Conv",
-        "patch_embed.proj",
-        &[INPUT_NAME, "patch_embed.proj.weight", "patch_embed.proj.bias"],
-        vec![attr_ints("kernel_shape", &[p, p]), attr_ints("strides", &[p, p])],
-    );
-    let shape = g.const_i64("patch_embed.flatten.shape", &[0, d, -1]);
-    let x = g.add_node("Reshape", "patch_embed.flatten", &[&x, &shape], vec![]);
-    let x = g.add_node("Transpose", "patch_embed.transpose", &[&x], vec![perm(&[0, 2, 1])]);
-
-    // Prefix tokens (class, distillation, registers: timm's order), expanded to the batch size,
-    // in front of the patches.
-    let mut prefix_parts = vec![g.weight(w, "cls_token")?];
-    if c.prefix_tokens == 2 {
-        prefix_parts.push(g.weight(w, "dist_token")?);
-    }
-    if c.reg_tokens > 0 {
-        prefix_parts.push(g.weight(w, "reg_token")?);
-    }
-    let prefix = match prefix_parts.as_slice() {
-        [one] => one.clone(),
-        parts => {
-            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-            g.add_node("Concat", "prefix_tokens", &parts, vec![axis(1)])
-        }
-    };
-    let in_shape = g.add_node("Shape", "batch_size/shape", &[INPUT_NAME], vec![]);
-    let (zero, one) = (g.const_i64("const.0", &[0]), g.const_i64("const.1", &[1]));
-    let batch = g.add_node("Slice", "batch_size", &[&in_shape, &zero, &one, &zero], vec![]);
-    let rest = g.const_i64("prefix_tokens/expand.rest", &[c.num_prefix() as i64, d]);
-    let target =
-        g.add_node("Concat", "prefix_tokens/expand.shape", &[&batch, &rest], vec![axis(0)]);
-    let prefix = g.add_node("Expand", "prefix_tokens/expand", &[&prefix, &target], vec![]);
-    let x = g.add_node("Concat", "tokens/concat", &[&prefix, &x], vec![axis(1)]);
-    g.weight(w, "pos_embed")?;
-    let mut x = g.add_node("Add", "pos_embed/add", &[&x, "pos_embed"], vec![]);
-
-    let scale = g.const_f32("const.attn_scale", (c.head_dim() as f32).powf(-0.5));
-    let qkv_shape = g.const_i64("const.qkv_shape", &[0, 0, 3, c.heads as i64, c.head_dim() as i64]);
-    let merge_shape = g.const_i64("const.merge_heads_shape", &[0, 0, d]);
-    let indices = [0, 1, 2].map(|i| g.const_i64_scalar(&format!("const.index.{i}"), i));
-    let sqrt2 = g.const_f32("const.sqrt2", std::f32::consts::SQRT_2);
-    let (half, unit) = (g.const_f32("const.half", 0.5), g.const_f32("const.one", 1.0));
-
+    let k = BlockConsts::new(&mut g, c);
+    let mut x = g.tokens(w, &k)?;
     for i in 0..c.depth {
+        x = g.block(w, &k, i, x)?;
+    }
+    let out_info = g.head(w, &k, x, output)?;
+    model_proto(w, g, out_info)
+}
+
+/// Constants shared by every block and the head.
+struct BlockConsts {
+    zero: String,
+    one: String,
+    indices: [String; 3],
+    scale: String,
+    qkv_shape: String,
+    merge_shape: String,
+    sqrt2: String,
+    half: String,
+    unit: String,
+}
+
+impl BlockConsts {
+    fn new(g: &mut GraphBuilder, c: &crate::VitConfig) -> Self {
+        let d = c.dim as i64;
+        BlockConsts {
+            zero: g.const_i64("const.0", &[0]),
+            one: g.const_i64("const.1", &[1]),
+            scale: g.const_f32("const.attn_scale", (c.head_dim() as f32).powf(-0.5)),
+            qkv_shape: g
+                .const_i64("const.qkv_shape", &[0, 0, 3, c.heads as i64, c.head_dim() as i64]),
+            merge_shape: g.const_i64("const.merge_heads_shape", &[0, 0, d]),
+            indices: [0, 1, 2].map(|i| g.const_i64_scalar(&format!("const.index.{i}"), i)),
+            sqrt2: g.const_f32("const.sqrt2", std::f32::consts::SQRT_2),
+            half: g.const_f32("const.half", 0.5),
+            unit: g.const_f32("const.one", 1.0),
+        }
+    }
+}
+
+impl GraphBuilder {
+    /// Patch embedding, prefix tokens (class, distillation, registers) and position embedding:
+    /// `[B, 3, H, W]` → `[B, prefix + M, D]`.
+    fn tokens(&mut self, w: &VitWeights, k: &BlockConsts) -> Result<String> {
+        let g = self;
+        let c = &w.config;
+        let d = c.dim as i64;
+        // Patch embedding: Conv with stride P, then [B, D, gh, gw] → [B, M, D].
+        g.weight(w, "patch_embed.proj.weight")?;
+        g.weight(w, "patch_embed.proj.bias")?;
+        let p = c.patch as i64;
+        let x = g.add_node(
+            "Conv",
+            "patch_embed.proj",
+            &[INPUT_NAME, "patch_embed.proj.weight", "patch_embed.proj.bias"],
+            vec![attr_ints("kernel_shape", &[p, p]), attr_ints("strides", &[p, p])],
+        );
+        let shape = g.const_i64("patch_embed.flatten.shape", &[0, d, -1]);
+        let x = g.add_node("Reshape", "patch_embed.flatten", &[&x, &shape], vec![]);
+        let x = g.add_node("Transpose", "patch_embed.transpose", &[&x], vec![perm(&[0, 2, 1])]);
+
+        // Prefix tokens (class, distillation, registers: timm's order), expanded to the batch size,
+        // in front of the patches.
+        let mut prefix_parts = vec![g.weight(w, "cls_token")?];
+        if c.prefix_tokens == 2 {
+            prefix_parts.push(g.weight(w, "dist_token")?);
+        }
+        if c.reg_tokens > 0 {
+            prefix_parts.push(g.weight(w, "reg_token")?);
+        }
+        let prefix = match prefix_parts.as_slice() {
+            [one] => one.clone(),
+            parts => {
+                let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+                g.add_node("Concat", "prefix_tokens", &parts, vec![axis(1)])
+            }
+        };
+        let in_shape = g.add_node("Shape", "batch_size/shape", &[INPUT_NAME], vec![]);
+        let (zero, one) = (&k.zero, &k.one);
+        let batch = g.add_node("Slice", "batch_size", &[&in_shape, zero, one, zero], vec![]);
+        let rest = g.const_i64("prefix_tokens/expand.rest", &[c.num_prefix() as i64, d]);
+        let target =
+            g.add_node("Concat", "prefix_tokens/expand.shape", &[&batch, &rest], vec![axis(0)]);
+        let prefix = g.add_node("Expand", "prefix_tokens/expand", &[&prefix, &target], vec![]);
+        let x = g.add_node("Concat", "tokens/concat", &[&prefix, &x], vec![axis(1)]);
+        g.weight(w, "pos_embed")?;
+        Ok(g.add_node("Add", "pos_embed/add", &[&x, "pos_embed"], vec![]))
+    }
+
+    /// Transformer block `i`: attention and MLP branches, each with its residual.
+    fn block(&mut self, w: &VitWeights, k: &BlockConsts, i: usize, x: String) -> Result<String> {
+        let g = self;
+        let c = &w.config;
+        let mut x = x;
+        let (scale, qkv_shape, merge_shape, indices) =
+            (&k.scale, &k.qkv_shape, &k.merge_shape, &k.indices);
+        let (sqrt2, half, unit) = (&k.sqrt2, &k.half, &k.unit);
         let b = format!("blocks.{i}");
         // Attention branch.
         let h = g.layer_norm(w, &x, &format!("{b}.norm1"), c.ln_eps)?;
         let qkv = g.linear(w, &h, &format!("{b}.attn.qkv"), c.qkv_bias)?;
         let qkv =
-            g.add_node("Reshape", &format!("{b}.attn/split_heads"), &[&qkv, &qkv_shape], vec![]);
+            g.add_node("Reshape", &format!("{b}.attn/split_heads"), &[&qkv, qkv_shape], vec![]);
         // [B, T, 3, heads, hd] → [3, B, heads, T, hd]
         let qkv = g.add_node(
             "Transpose",
@@ -122,7 +168,7 @@ pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
             let name = format!("{b}.attn/{}", ["q", "k", "v"][j]);
             g.add_node("Gather", &name, &[&qkv, &indices[j]], vec![axis(0)])
         });
-        let q = g.add_node("Mul", &format!("{b}.attn/q_scaled"), &[&q, &scale], vec![]);
+        let q = g.add_node("Mul", &format!("{b}.attn/q_scaled"), &[&q, scale], vec![]);
         let kt =
             g.add_node("Transpose", &format!("{b}.attn/k_t"), &[&k], vec![perm(&[0, 1, 3, 2])]);
         let logits = g.add_node("MatMul", &format!("{b}.attn/logits"), &[&q, &kt], vec![]);
@@ -135,7 +181,7 @@ pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
             vec![perm(&[0, 2, 1, 3])],
         );
         let ctx =
-            g.add_node("Reshape", &format!("{b}.attn/merge_heads"), &[&ctx, &merge_shape], vec![]);
+            g.add_node("Reshape", &format!("{b}.attn/merge_heads"), &[&ctx, merge_shape], vec![]);
         let mut y = g.linear(w, &ctx, &format!("{b}.attn.proj"), true)?;
         if c.layer_scale {
             y = g.layer_scale(w, &y, &format!("{b}.ls1"))?;
@@ -146,81 +192,106 @@ pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
         let h = g.layer_norm(w, &x, &format!("{b}.norm2"), c.ln_eps)?;
         let h = g.linear(w, &h, &format!("{b}.mlp.fc1"), true)?;
         let act = format!("{b}.mlp.act");
-        let e = g.add_node("Div", &format!("{act}/div_sqrt2"), &[&h, &sqrt2], vec![]);
+        let e = g.add_node("Div", &format!("{act}/div_sqrt2"), &[&h, sqrt2], vec![]);
         let e = g.add_node("Erf", &format!("{act}/erf"), &[&e], vec![]);
-        let e = g.add_node("Add", &format!("{act}/add_one"), &[&e, &unit], vec![]);
+        let e = g.add_node("Add", &format!("{act}/add_one"), &[&e, unit], vec![]);
         let e = g.add_node("Mul", &format!("{act}/mul_x"), &[&h, &e], vec![]);
-        let h = g.add_node("Mul", &act, &[&e, &half], vec![]);
+        let h = g.add_node("Mul", &act, &[&e, half], vec![]);
         let mut y = g.linear(w, &h, &format!("{b}.mlp.fc2"), true)?;
         if c.layer_scale {
             y = g.layer_scale(w, &y, &format!("{b}.ls2"))?;
         }
         x = g.add_node("Add", &format!("{b}/residual2"), &[&x, &y], vec![]);
+        Ok(x)
     }
-    let x = if c.fc_norm { x } else { g.layer_norm(w, &x, "norm", c.ln_eps)? };
-    // [B, 1 + reg + M, D] → [B, 1 + M, D]: register tokens are internal to the network.
-    let slices = c.reg_tokens > 0 || (c.fc_norm && output == GraphOutput::Pooled);
-    let end = if slices { g.const_i64("const.end", &[i64::MAX]) } else { String::new() };
-    let x = if c.reg_tokens > 0 {
-        let patches_from = g.const_i64("const.patches_from", &[c.num_prefix() as i64]);
-        let heads = g.const_i64("const.prefix_end", &[c.prefix_tokens as i64]);
-        let front =
-            g.add_node("Slice", "drop_registers/prefix", &[&x, &zero, &heads, &one], vec![]);
-        let patches =
-            g.add_node("Slice", "drop_registers/patches", &[&x, &patches_from, &end, &one], vec![]);
-        g.add_node("Concat", "drop_registers", &[&front, &patches], vec![axis(1)])
-    } else {
-        x
-    };
 
-    let batch_dim = || Dimension::symbol(BATCH);
-    let out_info = match output {
-        GraphOutput::Tokens => {
-            g.add_node_named("Identity", "output", &[&x], TOKENS_OUTPUT, vec![]);
-            let dims = [batch_dim(), Dimension::fixed(t), Dimension::fixed(d)];
-            ValueInfoProto::tensor(TOKENS_OUTPUT, DataType::Float, dims)
-        }
-        GraphOutput::Pooled => {
-            if c.fc_norm {
-                // timm global_pool='avg': x[:, num_prefix_tokens:].mean(1), then fc_norm.
-                let from = g.const_i64("const.pool_from", &[c.prefix_tokens as i64]);
-                let patches = g.add_node("Slice", "pool/patches", &[&x, &from, &end, &one], vec![]);
-                let mean = g.add_node(
-                    "ReduceMean",
-                    "pool/mean",
-                    &[&patches],
-                    vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
-                );
-                let normed = g.layer_norm(w, &mean, "fc_norm", c.ln_eps)?;
-                g.add_node_named("Identity", "pool", &[&normed], POOLED_OUTPUT, vec![]);
-            } else if c.prefix_tokens == 2 {
-                // timm: (x[:, 0] + x[:, 1]) / 2 for distilled models at inference.
-                let end = g.const_i64("const.2", &[2]);
-                let both = g.add_node("Slice", "pool/prefix", &[&x, &zero, &end, &one], vec![]);
-                g.add_node_named(
-                    "ReduceMean",
-                    "pool",
-                    &[&both],
-                    POOLED_OUTPUT,
-                    vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
-                );
-            } else {
-                g.add_node_named(
-                    "Gather",
-                    "pool",
-                    &[&x, &indices[0]],
-                    POOLED_OUTPUT,
-                    vec![axis(1)],
-                );
+    /// The final norm, register tokens dropped, and the output (tokens or pooled).
+    fn head(
+        &mut self,
+        w: &VitWeights,
+        k: &BlockConsts,
+        x: String,
+        output: GraphOutput,
+    ) -> Result<ValueInfoProto> {
+        let g = self;
+        let c = &w.config;
+        let (d, t) = (c.dim as i64, c.output_tokens() as i64);
+        let (zero, one, indices) = (&k.zero, &k.one, &k.indices);
+        let x = if c.fc_norm { x } else { g.layer_norm(w, &x, "norm", c.ln_eps)? };
+        // [B, 1 + reg + M, D] → [B, 1 + M, D]: register tokens are internal to the network.
+        let slices = c.reg_tokens > 0 || (c.fc_norm && output == GraphOutput::Pooled);
+        let end = if slices { g.const_i64("const.end", &[i64::MAX]) } else { String::new() };
+        let x = if c.reg_tokens > 0 {
+            let patches_from = g.const_i64("const.patches_from", &[c.num_prefix() as i64]);
+            let heads = g.const_i64("const.prefix_end", &[c.prefix_tokens as i64]);
+            let front =
+                g.add_node("Slice", "drop_registers/prefix", &[&x, zero, &heads, one], vec![]);
+            let patches = g.add_node(
+                "Slice",
+                "drop_registers/patches",
+                &[&x, &patches_from, &end, one],
+                vec![],
+            );
+            g.add_node("Concat", "drop_registers", &[&front, &patches], vec![axis(1)])
+        } else {
+            x
+        };
+
+        let batch_dim = || Dimension::symbol(BATCH);
+        Ok(match output {
+            GraphOutput::Tokens => {
+                g.add_node_named("Identity", "output", &[&x], TOKENS_OUTPUT, vec![]);
+                let dims = [batch_dim(), Dimension::fixed(t), Dimension::fixed(d)];
+                ValueInfoProto::tensor(TOKENS_OUTPUT, DataType::Float, dims)
             }
-            ValueInfoProto::tensor(
-                POOLED_OUTPUT,
-                DataType::Float,
-                [batch_dim(), Dimension::fixed(d)],
-            )
-        }
-    };
+            GraphOutput::Pooled => {
+                if c.fc_norm {
+                    // timm global_pool='avg': x[:, num_prefix_tokens:].mean(1), then fc_norm.
+                    let from = g.const_i64("const.pool_from", &[c.prefix_tokens as i64]);
+                    let patches =
+                        g.add_node("Slice", "pool/patches", &[&x, &from, &end, one], vec![]);
+                    let mean = g.add_node(
+                        "ReduceMean",
+                        "pool/mean",
+                        &[&patches],
+                        vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
+                    );
+                    let normed = g.layer_norm(w, &mean, "fc_norm", c.ln_eps)?;
+                    g.add_node_named("Identity", "pool", &[&normed], POOLED_OUTPUT, vec![]);
+                } else if c.prefix_tokens == 2 {
+                    // timm: (x[:, 0] + x[:, 1]) / 2 for distilled models at inference.
+                    let end = g.const_i64("const.2", &[2]);
+                    let both = g.add_node("Slice", "pool/prefix", &[&x, zero, &end, one], vec![]);
+                    g.add_node_named(
+                        "ReduceMean",
+                        "pool",
+                        &[&both],
+                        POOLED_OUTPUT,
+                        vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
+                    );
+                } else {
+                    g.add_node_named(
+                        "Gather",
+                        "pool",
+                        &[&x, &indices[0]],
+                        POOLED_OUTPUT,
+                        vec![axis(1)],
+                    );
+                }
+                ValueInfoProto::tensor(
+                    POOLED_OUTPUT,
+                    DataType::Float,
+                    [batch_dim(), Dimension::fixed(d)],
+                )
+            }
+        })
+    }
+}
 
+/// The model around graph `g` with output `out_info`: input, opset, metadata (the config).
+fn model_proto(w: &VitWeights, g: GraphBuilder, out_info: ValueInfoProto) -> Result<Vec<u8>> {
+    let c = &w.config;
+    let batch_dim = || Dimension::symbol(BATCH);
     let [ih, iw] = c.img_size.map(|s| s as i64);
     let input = ValueInfoProto::tensor(
         INPUT_NAME,

@@ -15,6 +15,7 @@
 //! benchmarks, tests) and [`testing`] adds fixtures for tests anywhere in the workspace. The model is the one of "Training Vision Transformers for Image Retrieval"
 //! (El-Nouby et al., 2021): a DeiT backbone whose class token is the image descriptor.
 
+pub mod card;
 mod error;
 mod graph;
 pub mod proto;
@@ -29,6 +30,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use card::{ModelCard, CARD_FORMAT};
 pub use error::{Error, Result};
 pub use graph::{build_vit_onnx, GraphOutput, INPUT_NAME, OPSET, POOLED_OUTPUT, TOKENS_OUTPUT};
 pub use weights::{heads_from_architecture, ConfigOverrides, VitWeights};

@@ -7,16 +7,17 @@ pub use crate::Tensors;
 
 use std::path::Path;
 
+use prost::Message;
+
 use crate::error::{Error, Result};
+use crate::proto::{
+    tensor_shape_proto::Dimension, AttributeProto, AttributeType, DataType, GraphProto, ModelProto,
+    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, ValueInfoProto,
+};
 
 /// A one-node model (`Identity`) whose float input and output have shape `dims` (negative
 /// entries become the symbolic dimension `batch`): for tests of how odd models are refused.
 pub fn identity_model(dims: &[i64]) -> Vec<u8> {
-    use crate::proto::{
-        tensor_shape_proto::Dimension, DataType, GraphProto, ModelProto, NodeProto,
-        OperatorSetIdProto, ValueInfoProto,
-    };
-    use prost::Message;
     let shape = || {
         dims.iter()
             .map(|&d| if d < 0 { Dimension::symbol("batch") } else { Dimension::fixed(d) })
@@ -92,44 +93,6 @@ impl PixelModel {
 
     /// The model bytes; with `external`, the weights file is written into `dir` too.
     pub fn build(&self, dir: &Path) -> Result<Vec<u8>> {
-        use crate::proto::{
-            tensor_shape_proto::Dimension, AttributeProto, AttributeType, DataType, GraphProto,
-            ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-            ValueInfoProto,
-        };
-        use prost::Message;
-        let node =
-            |op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>| NodeProto {
-                op_type: op.into(),
-                input: inputs.iter().map(|s| s.to_string()).collect(),
-                output: vec![output.into()],
-                name: output.into(),
-                attribute: attrs,
-                ..Default::default()
-            };
-        let int = |name: &str, v: i64| AttributeProto {
-            name: name.into(),
-            r#type: Some(AttributeType::Int as i32),
-            i: Some(v),
-            ..Default::default()
-        };
-        let ints = |name: &str, v: &[i64]| AttributeProto {
-            name: name.into(),
-            r#type: Some(AttributeType::Ints as i32),
-            ints: v.to_vec(),
-            ..Default::default()
-        };
-        let f32s = |name: &str, dims: &[i64], v: &[f32]| TensorProto {
-            dims: dims.to_vec(),
-            data_type: Some(DataType::Float as i32),
-            name: name.into(),
-            raw_data: Some(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            ..Default::default()
-        };
-        let dim = |d: Option<i64>, sym: &str| match d {
-            Some(v) => Dimension::fixed(v),
-            None => Dimension::symbol(sym),
-        };
         let (h, w) = (self.size.map(|s| s[0]), self.size.map(|s| s[1]));
         let in_dims = if self.nhwc {
             vec![dim(self.batch, "batch"), dim(h, "height"), dim(w, "width"), Dimension::fixed(3)]
@@ -143,6 +106,32 @@ impl PixelModel {
         };
         let mut nodes = Vec::new();
         let mut inits = Vec::new();
+        let x = self.to_normalised_nchw(&mut nodes, &mut inits);
+        let out_elem = self.pooled_embedding(&x, dir, &mut nodes, &mut inits)?;
+        let graph = GraphProto {
+            name: "pixels".into(),
+            node: nodes,
+            initializer: inits,
+            input: vec![ValueInfoProto::tensor("image", elem, in_dims)],
+            output: self.outputs(out_elem),
+            ..Default::default()
+        };
+        Ok(ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: Some(17) }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+        .encode_to_vec())
+    }
+
+    /// Cast to float, NHWC → NCHW, ×1/255 and ImageNet normalisation, as the model asks;
+    /// returns the name of the normalised NCHW tensor.
+    fn to_normalised_nchw(
+        &self,
+        nodes: &mut Vec<NodeProto>,
+        inits: &mut Vec<TensorProto>,
+    ) -> String {
         let mut x = "image".to_string();
         if self.pixels != PixelType::F32 {
             nodes.push(node("Cast", &[&x], "as_float", vec![int("to", DataType::Float as i64)]));
@@ -161,9 +150,21 @@ impl PixelModel {
             nodes.push(node("Div", &["centred", "std"], "normalised", vec![]));
             x = "normalised".into();
         }
+        x
+    }
+
+    /// 16×16 average pooling, flattened, scaled by the weights (inline or external), cast to
+    /// the output type: the `embedding` output. Returns its element type.
+    fn pooled_embedding(
+        &self,
+        x: &str,
+        dir: &Path,
+        nodes: &mut Vec<NodeProto>,
+        inits: &mut Vec<TensorProto>,
+    ) -> Result<DataType> {
         nodes.push(node(
             "AveragePool",
-            &[&x],
+            &[x],
             "feature_map",
             vec![ints("kernel_shape", &[16, 16]), ints("strides", &[16, 16])],
         ));
@@ -190,18 +191,19 @@ impl PixelModel {
             nodes.push(node("Mul", &["flat", "scale"], "scaled", vec![]));
             out = "scaled".into();
         }
-        let out_elem = if self.pixels == PixelType::F16 {
-            nodes.push(node(
-                "Cast",
-                &[&out],
-                "embedding",
-                vec![int("to", DataType::Float16 as i64)],
-            ));
+        Ok(if self.pixels == PixelType::F16 {
+            let to = vec![int("to", DataType::Float16 as i64)];
+            nodes.push(node("Cast", &[&out], "embedding", to));
             DataType::Float16
         } else {
             nodes.push(node("Identity", &[&out], "embedding", vec![]));
             DataType::Float
-        };
+        })
+    }
+
+    /// The graph's outputs: `embedding` (and the `feature_map` before it, when asked for).
+    fn outputs(&self, out_elem: DataType) -> Vec<ValueInfoProto> {
+        let (h, w) = (self.size.map(|s| s[0]), self.size.map(|s| s[1]));
         let d = self.size.map(|s| 3 * (s[0] / 16) * (s[1] / 16));
         let mut outputs = Vec::new();
         if self.two_outputs {
@@ -221,20 +223,53 @@ impl PixelModel {
             out_elem,
             vec![dim(self.batch, "batch"), dim(d, "dim")],
         ));
-        let graph = GraphProto {
-            name: "pixels".into(),
-            node: nodes,
-            initializer: inits,
-            input: vec![ValueInfoProto::tensor("image", elem, in_dims)],
-            output: outputs,
-            ..Default::default()
-        };
-        Ok(ModelProto {
-            ir_version: Some(8),
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: Some(17) }],
-            graph: Some(graph),
-            ..Default::default()
-        }
-        .encode_to_vec())
+        outputs
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn f32s(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        name: name.into(),
+        raw_data: Some(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        ..Default::default()
+    }
+}
+
+/// A fixed dimension, or the symbol `sym` when `d` is `None`.
+fn dim(d: Option<i64>, sym: &str) -> Dimension {
+    match d {
+        Some(v) => Dimension::fixed(v),
+        None => Dimension::symbol(sym),
     }
 }

@@ -37,7 +37,7 @@ pub use crate::blob::{blob_to_f32s, f32s_to_blob};
 pub use crate::error::{Error, Result};
 pub use crate::lock::{lock_path_for, WriterLock};
 pub use crate::store::{
-    Store, BUSY_TIMEOUT, META_APP_VERSION, META_COLLECTION_ROOT, META_CREATED_BY,
+    ReadSnapshot, Store, BUSY_TIMEOUT, META_APP_VERSION, META_COLLECTION_ROOT, META_CREATED_BY,
 };
 pub use crate::types::{
     Counts, Descriptors, Generation, ImageMove, ImageRow, ImageUpdate, ModelRow, NewGeneration,

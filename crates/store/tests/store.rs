@@ -617,3 +617,41 @@ fn sqlite_errors_name_the_database_and_the_operation() {
     assert!(msg.starts_with(&format!("cannot open database {}: ", missing.display())), "{msg}");
     assert!(msg.ends_with("check that the file and its folder exist and are writable"), "{msg}");
 }
+
+#[test]
+fn descriptor_pages_cover_all_once_and_a_snapshot_ignores_later_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = db(&dir);
+    let mut writer = Store::open(&p).unwrap();
+    let m = writer.upsert_model(&model(2)).unwrap();
+    let batch: Vec<ImageUpdate> = (0..7)
+        .map(|i| embedded(&format!("a/{i}.jpg"), &format!("h{i}"), vec![i as f32, -(i as f32)]))
+        .chain([failed("a/bad.jpg", "hbad", "broken")])
+        .collect();
+    writer.commit_batch(m, &batch).unwrap();
+
+    let reader = Store::open_existing(&p).unwrap();
+    let all = reader.descriptors(m).unwrap();
+    let snapshot = reader.read_snapshot().unwrap();
+    let (mut ids, mut data, mut after) = (Vec::new(), Vec::new(), i64::MIN);
+    let mut pages = 0;
+    loop {
+        let page = reader.descriptors_page(m, after, 3).unwrap();
+        let Some(&last) = page.ids.last() else { break };
+        assert!(page.ids.len() <= 3);
+        if pages == 0 {
+            // Another process commits while the reader is between pages.
+            writer.commit_batch(m, &[embedded("b/late.jpg", "hlate", vec![9.0, 9.0])]).unwrap();
+        }
+        pages += 1;
+        let rows = reader.images_in_range(page.ids[0], last).unwrap();
+        assert!(page.ids.iter().all(|id| rows.iter().any(|r| r.id == *id)));
+        ids.extend(page.ids);
+        data.extend(page.data);
+        after = last;
+    }
+    assert_eq!(pages, 3, "7 descriptors (the failed image has none) in pages of 3");
+    assert_eq!((ids, bits(&data)), (all.ids.clone(), bits(&all.data)), "the snapshot's state");
+    drop(snapshot);
+    assert_eq!(reader.descriptors(m).unwrap().len(), 8, "after the snapshot: the late image");
+}

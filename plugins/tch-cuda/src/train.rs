@@ -104,16 +104,16 @@ impl TryFrom<TrainerConfig> for TrainConfig {
 
 mod defaults {
     pub fn beta() -> f64 {
-        0.5
+        irtdb_core::recipe::BETA
     }
     pub fn lambda() -> f64 {
-        0.7
+        irtdb_core::recipe::LAMBDA
     }
     pub fn koleo_eps() -> f64 {
         1e-8
     }
     pub fn weight_decay() -> f64 {
-        5e-4
+        irtdb_core::recipe::WEIGHT_DECAY
     }
     pub fn beta1() -> f64 {
         0.9

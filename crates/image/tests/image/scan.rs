@@ -4,7 +4,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use irtdb_image::{content_hash, has_image_extension, scan, Error, ScanOptions, IMAGE_EXTENSIONS};
+use irtdb_image::{
+    content_hash, has_image_extension, scan, scan_filtered, shard_of, Error, ScanOptions,
+    IMAGE_EXTENSIONS,
+};
 
 use crate::util::write;
 
@@ -198,4 +201,35 @@ fn content_hash_is_blake3_of_the_bytes() {
     let missing = dir.path().join("missing.jpg");
     let err = content_hash(&missing).unwrap_err();
     assert!(matches!(err, Error::Io { .. }) && err.path() == missing, "{err:?}");
+}
+
+#[test]
+fn a_filtered_scan_is_the_scan_of_the_files_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    gallery(dir.path());
+    for i in 0..20 {
+        write(dir.path(), &format!("many/{i:02}.jpg"), b"x");
+    }
+    write(dir.path(), "odd/\u{e9}t\u{e9}.jpg", b"x");
+    let full = scan(dir.path(), &ScanOptions::default());
+    let mut union = Vec::new();
+    for i in 0..3 {
+        let asked = std::sync::Mutex::new(Vec::new());
+        let keep = |rel: &str| {
+            asked.lock().unwrap().push(rel.to_string());
+            shard_of(rel, 3) == i
+        };
+        let part = scan_filtered(dir.path(), &ScanOptions::default(), &keep, &|_| {});
+        let expected: Vec<_> =
+            full.files.iter().filter(|f| shard_of(&f.rel_path, 3) == i).cloned().collect();
+        assert_eq!(part.files, expected, "shard {i}");
+        assert_eq!(part.problems, full.problems);
+        // Asked about image files only, by the names the scan lists them under.
+        let mut asked = asked.into_inner().unwrap();
+        asked.sort();
+        assert_eq!(asked, rel_paths(&full.files));
+        union.extend(part.files);
+    }
+    union.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    assert_eq!(union, full.files, "the shards partition the folder");
 }

@@ -24,6 +24,7 @@
 
 mod file;
 pub(crate) mod graph;
+mod names;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,6 +36,7 @@ use crate::{Error, Result};
 use graph::{Graph, MAX_LEVEL};
 
 pub use file::INDEX_FORMAT_VERSION;
+pub use names::IndexFiles;
 
 /// Tombstones may make up this fraction of the rows before [`HnswIndex::needs_compaction`]
 /// asks for a rebuild. Recall stays within a point of a fresh build up to here (the test
