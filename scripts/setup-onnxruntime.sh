@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Puts ONNX Runtime's shared library at .deps/onnxruntime/ (idempotent).
 #
-# The library comes from the PyPI wheel onnxruntime==1.32.0: pip only downloads the wheel, and
+# The library comes from the PyPI wheel of onnxruntime: pip only downloads the wheel, and
 # the .so is unzipped from it; Python is not needed to use it. irtdb's ort plugin finds it through
 # ORT_DYLIB_PATH, beside the plugin library, or in <data dir>/irtdb/onnxruntime (see README).
-# The version is stated here and in plugins/ort-tensorrt/src/runtime.rs (ONNXRUNTIME_VERSION);
-# scripts and tests use the unversioned link .deps/onnxruntime/libonnxruntime.so.
+# The version is stated once, in plugins/ort-tensorrt/src/runtime.rs (ONNXRUNTIME_VERSION), and
+# read from there; scripts and tests use the unversioned link .deps/onnxruntime/libonnxruntime.so.
 set -euo pipefail
-ORT_VERSION=1.32.0
 root=$(cd "$(dirname "$0")/.." && pwd)
+ORT_VERSION=$(sed -n 's/^pub const ONNXRUNTIME_VERSION: &str = "\(.*\)";$/\1/p' \
+  "$root/plugins/ort-tensorrt/src/runtime.rs")
+[ -n "$ORT_VERSION" ] || { echo "setup-onnxruntime: no ONNXRUNTIME_VERSION in runtime.rs" >&2; exit 1; }
 dest="$root/.deps/onnxruntime"
 lib="$dest/libonnxruntime.so.$ORT_VERSION"
 if [ -f "$lib" ]; then

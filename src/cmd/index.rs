@@ -222,17 +222,7 @@ fn print_report(r: &IndexReport, json: bool) -> Result<()> {
             r.embedded, r.embed_seconds, r.images_per_second
         );
     }
-    match (&r.index.pca, &r.index.pca_skipped) {
-        (Some(p), _) => println!(
-            "pca        {} → {}{} ({:.1}% of the variance kept)",
-            p.in_dim,
-            p.out_dim,
-            if p.whiten { ", whitened" } else { "" },
-            100.0 * p.explained
-        ),
-        (None, Some(why)) => println!("pca        none: {why}"),
-        (None, None) => {}
-    }
+    print_pca(&r.index);
     let how = match &r.index.index_update {
         Some(u) => format!(
             " (updated in place: {} inserted, {} replaced, {} removed{})",
@@ -262,4 +252,19 @@ fn print_report(r: &IndexReport, json: bool) -> Result<()> {
     }
     println!("done in {:.1} s", r.seconds);
     Ok(())
+}
+
+/// The PCA line of a closing summary (index, reindex, merge).
+pub fn print_pca(i: &irtdb_engine::index::IndexSummary) {
+    match (&i.pca, &i.pca_skipped) {
+        (Some(p), _) => println!(
+            "pca        {} → {}{} ({:.1}% of the variance kept)",
+            p.in_dim,
+            p.out_dim,
+            if p.whiten { ", whitened" } else { "" },
+            100.0 * p.explained
+        ),
+        (None, Some(why)) => println!("pca        none: {why}"),
+        (None, None) => {}
+    }
 }

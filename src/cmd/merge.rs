@@ -67,17 +67,7 @@ fn print_report(r: &MergeReport) {
         println!("warning    {w}");
     }
     let i = &r.index;
-    match (&i.pca, &i.pca_skipped) {
-        (Some(p), _) => println!(
-            "pca        {} → {}{} ({:.1}% of the variance kept)",
-            p.in_dim,
-            p.out_dim,
-            if p.whiten { ", whitened" } else { "" },
-            100.0 * p.explained
-        ),
-        (None, Some(why)) => println!("pca        none: {why}"),
-        (None, None) => {}
-    }
+    super::index::print_pca(i);
     if i.index_skipped {
         println!(
             "index      none (--descriptors-only: `irtdb reindex` or a merge without it builds it)"

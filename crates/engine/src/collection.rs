@@ -349,6 +349,48 @@ pub fn index_files_present(store: &Store, g: &Generation) -> bool {
     !g.files.is_empty() && g.files.iter().all(|f| store.dir().join(f).is_file())
 }
 
+/// Generation `g`'s HNSW index from its files, or (inner `Err`) why they cannot serve it:
+/// missing, damaged, or holding another number of vectors than the database.
+pub fn load_index(store: &Store, g: &Generation) -> Result<std::result::Result<HnswIndex, String>> {
+    let basename = basename_of(store, g)?;
+    Ok(match HnswIndex::load(store.dir(), &basename) {
+        Ok(index) if index.len() == g.count => Ok(index),
+        Ok(index) => {
+            Err(format!("index files hold {} vectors, the database {}", index.len(), g.count))
+        }
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+/// The HNSW parameters generation `g` was built with (the defaults if it records none).
+pub fn hnsw_params(g: &Generation) -> HnswParams {
+    g.params.get("hnsw").cloned().and_then(|p| serde_json::from_value(p).ok()).unwrap_or_default()
+}
+
+/// The collection's model, or a refusal saying to index a folder first.
+pub fn searchable_model(store: &Store) -> Result<(ModelRow, StoredModel)> {
+    collection_model(store)?.ok_or_else(|| {
+        let message = format!(
+            "{} has no indexed images yet: run `irtdb index DIR` first",
+            store.path().display()
+        );
+        Error::refused(store.path(), message, &[])
+    })
+}
+
+/// The current index generation of `model_id`, or a refusal saying how to build one.
+pub fn searchable_generation(store: &Store, model_id: i64) -> Result<Generation> {
+    store.current_generation(model_id)?.ok_or_else(|| {
+        let root = store.collection_root().ok().flatten().unwrap_or_default();
+        let message = format!(
+            "{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)",
+            store.path().display(),
+            root.display()
+        );
+        Error::refused(store.path(), message, &[])
+    })
+}
+
 /// Loads the current generation's index; if its files are missing or damaged, rebuilds it from
 /// the database (and records the rebuilt files if no other process is writing). Returns the
 /// index and, when it had to be rebuilt, why.
@@ -358,19 +400,11 @@ pub fn load_or_rebuild(
     g: &Generation,
     pca: Option<&Pca>,
 ) -> Result<(HnswIndex, Option<String>)> {
-    let basename = basename_of(store, g)?;
-    let loaded = HnswIndex::load(store.dir(), &basename);
-    let problem = match loaded {
-        Ok(index) if index.len() == g.count => return Ok((index, None)),
-        Ok(index) => format!("index files hold {} vectors, the database {}", index.len(), g.count),
-        Err(e) => e.to_string(),
+    let problem = match load_index(store, g)? {
+        Ok(index) => return Ok((index, None)),
+        Err(problem) => problem,
     };
-    let params: HnswParams = g
-        .params
-        .get("hnsw")
-        .cloned()
-        .and_then(|p| serde_json::from_value(p).ok())
-        .unwrap_or_default();
+    let params = hnsw_params(g);
     let v = indexed_vectors(store, model_id, pca)?;
     match store.lock_writer(false) {
         Ok(_lock) => {

@@ -14,8 +14,8 @@ use irtdb_index::{dot, exact_search, HnswIndex};
 use irtdb_store::Store;
 use serde::Serialize;
 
-use crate::error::{Error, Result, Setting};
 use crate::collection::{self, Vectors};
+use crate::error::{Error, Result, Setting};
 
 /// Cosine (after PCA) from which two images count as near-duplicates unless `--threshold` says
 /// otherwise. Chosen on a generated set of planted near-duplicates (resize, JPEG recompression,
@@ -154,19 +154,8 @@ pub fn run(db: &std::path::Path, threshold: f32) -> Result<DupsReport> {
     }
     let store = Store::open_existing(db)?;
     let root = store.collection_root()?.unwrap_or_default();
-    let Some((row, _stored)) = collection::collection_model(&store)? else {
-        let message =
-            format!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
-        return Err(Error::refused(store.path(), message, &[]));
-    };
-    let Some(generation) = store.current_generation(row.id)? else {
-        let message = format!(
-            "{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)",
-            store.path().display(),
-            root.display()
-        );
-        return Err(Error::refused(store.path(), message, &[]));
-    };
+    let (row, _stored) = collection::searchable_model(&store)?;
+    let generation = collection::searchable_generation(&store, row.id)?;
     let pca = collection::generation_pca(&store, &generation)?;
     let v = collection::indexed_vectors(&store, row.id, pca.as_ref())?;
     let hnsw = if v.ids.len() > EXACT_LIMIT {

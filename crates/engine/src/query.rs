@@ -135,21 +135,8 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
     let t_open = Instant::now();
     let mut store = Store::open_existing(&opts.db)?;
     let root = store.collection_root()?.unwrap_or_default();
-    let Some((row, stored)) = collection::collection_model(&store)? else {
-        let message = format!(
-            "{} has no indexed images yet: run `irtdb index DIR` first",
-            store.path().display()
-        );
-        return Err(Error::refused(store.path(), message, &[]));
-    };
-    let Some(generation) = store.current_generation(row.id)? else {
-        let message = format!(
-            "{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)",
-            store.path().display(),
-            root.display()
-        );
-        return Err(Error::refused(store.path(), message, &[]));
-    };
+    let (row, stored) = collection::searchable_model(&store)?;
+    let generation = collection::searchable_generation(&store, row.id)?;
     let pca: Option<Pca> = collection::generation_pca(&store, &generation)?;
     let mut notes = Vec::new();
     let mut timings =

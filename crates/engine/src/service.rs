@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use irtdb_core::Backbone;
 use irtdb_image::DecodeLimits;
-use irtdb_index::{HnswIndex, HnswParams, Pca};
+use irtdb_index::{HnswIndex, Pca};
 use irtdb_plugin_api::host::{LoadedBackbone, Plugin};
 use irtdb_store::{Generation, Status, Store};
 use ndarray::Array4;
@@ -180,11 +180,7 @@ impl Service {
             );
             Error::refused(store.path(), message, &[])
         })?;
-        let Some((row, stored)) = collection::collection_model(&store)? else {
-            let message =
-                format!("{} has no indexed images yet: run `irtdb index DIR` first", store.path().display());
-            return Err(Error::refused(store.path(), message, &[]));
-        };
+        let (row, stored) = collection::searchable_model(&store)?;
         collection::check_weights(&row, &stored)?;
         let workers = opts.workers.max(1);
         let (mut plugins, mut embedders) = (Vec::new(), Vec::new());
@@ -196,14 +192,7 @@ impl Service {
             plugins.push(plugin);
             embedders.push(embedder);
         }
-        let Some(generation) = store.current_generation(row.id)? else {
-            let message = format!(
-                "{} has no index yet: run `irtdb index {}` (or `irtdb reindex`)",
-                store.path().display(),
-                recorded_root.display()
-            );
-            return Err(Error::refused(store.path(), message, &[]));
-        };
+        let generation = collection::searchable_generation(&store, row.id)?;
         let loaded = load_generation(&store, row.id, generation)?;
         Ok(Service {
             db: store.path().to_path_buf(),
@@ -438,10 +427,9 @@ impl Service {
         let img = irtdb_image::decode_file(&file, &self.limits).map_err(|e| {
             ServiceError::new(ErrorKind::NotFound, format!("image {id} cannot be decoded now: {e}"))
         })?;
-        irtdb_image::thumbnail_jpeg(&img, size)
-            .map_err(|e| {
-                ServiceError::new(ErrorKind::Internal, format!("making a thumbnail of image {id}: {e}"))
-            })
+        irtdb_image::thumbnail_jpeg(&img, size).map_err(|e| {
+            ServiceError::new(ErrorKind::Internal, format!("making a thumbnail of image {id}: {e}"))
+        })
     }
 
     /// `irtdb info` of the collection, plus what this service holds.
@@ -516,10 +504,9 @@ fn no_image(id: i64) -> ServiceError {
 /// replaced `g` meanwhile, which is an error (the caller loads that one instead).
 fn load_generation(store: &Store, model_id: i64, g: Generation) -> Result<Loaded> {
     let pca = collection::generation_pca(store, &g)?;
-    let loaded = HnswIndex::load(store.dir(), &collection::basename_of(store, &g)?);
-    let (index, note) = match loaded {
-        Ok(index) if index.len() == g.count => (index, None),
-        other => {
+    let (index, note) = match collection::load_index(store, &g)? {
+        Ok(index) => (index, None),
+        Err(problem) => {
             let still_current =
                 store.current_generation(model_id)?.is_some_and(|now| now.id == g.id);
             if !still_current {
@@ -527,18 +514,8 @@ fn load_generation(store: &Store, model_id: i64, g: Generation) -> Result<Loaded
                     what: format!("index generation {} was replaced while loading", g.id),
                 });
             }
-            let problem = match other {
-                Ok(i) => format!("index files hold {} vectors, the database {}", i.len(), g.count),
-                Err(e) => e.to_string(),
-            };
-            let params: HnswParams = g
-                .params
-                .get("hnsw")
-                .cloned()
-                .and_then(|p| serde_json::from_value(p).ok())
-                .unwrap_or_default();
             let v = collection::indexed_vectors(store, model_id, pca.as_ref())?;
-            let index = HnswIndex::build(&v.data, v.dim, &v.ids, &params)?;
+            let index = HnswIndex::build(&v.data, v.dim, &v.ids, &collection::hnsw_params(&g))?;
             (index, Some(format!("{problem}; serving an index rebuilt in memory")))
         }
     };

@@ -175,7 +175,8 @@ pub fn run(opts: &IndexOptions, progress: &dyn Progress) -> Result<IndexReport> 
     let root = folder_to_index(&opts.root)?;
     // A list is checked whole before the database is touched: a path that leaves the folder is
     // a mistake in the list, not a file to skip.
-    let files = opts.files.as_deref().map(|list| listed_paths(&opts.root, &root, list)).transpose()?;
+    let files =
+        opts.files.as_deref().map(|list| listed_paths(&opts.root, &root, list)).transpose()?;
     let mut store = Store::open(&opts.db)?;
     let _lock = lock(&store, opts.wait, progress)?;
     check_root(&mut store, &root)?;
@@ -403,8 +404,7 @@ fn scan(
     root: &Path,
     progress: &dyn Progress,
 ) -> ScanResult {
-    let in_shard =
-        |rel: &str| shard.is_none_or(|s| irtdb_image::shard_of(rel, s.count) == s.index);
+    let in_shard = |rel: &str| shard.is_none_or(|s| irtdb_image::shard_of(rel, s.count) == s.index);
     match files {
         Some(list) => {
             progress.stage(&format!(
@@ -438,7 +438,7 @@ fn listed_paths(given_root: &Path, root: &Path, list: &[String]) -> Result<Vec<S
         }
         let p = Path::new(name);
         let rel = if p.is_absolute() {
-            let abs_given = std::path::absolute(given_root).unwrap_or_else(|_| given_root.into());
+            let abs_given = irtdb_core::absolute(given_root);
             p.strip_prefix(root).or_else(|_| p.strip_prefix(&abs_given)).ok()
         } else {
             Some(p)

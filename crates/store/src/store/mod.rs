@@ -80,7 +80,7 @@ impl Store {
     /// fails with [`Error::NotFound`] when there is no file.
     pub fn open_existing(path: &Path) -> Result<Store> {
         if !path.is_file() {
-            return Err(Error::NotFound { path: absolute(path) });
+            return Err(Error::NotFound { path: irtdb_core::absolute(path) });
         }
         Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| match e {
             // Removed between the check and the open.
@@ -90,7 +90,7 @@ impl Store {
     }
 
     fn open_with(path: &Path, flags: OpenFlags) -> Result<Store> {
-        let path = absolute(path);
+        let path = irtdb_core::absolute(path);
         let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(&path, flags)
             .map_err(|cause| Error::Open { path: path.clone(), cause: Box::new(cause) })?;
@@ -156,7 +156,7 @@ impl Store {
 
     /// Records the absolute folder that image paths are relative to.
     pub fn set_collection_root(&self, root: &Path) -> Result<()> {
-        let root = absolute(root);
+        let root = irtdb_core::absolute(root);
         let Some(text) = root.to_str() else {
             return Err(
                 self.invalid(format!("collection root {} is not valid UTF-8", root.display()))
@@ -394,10 +394,6 @@ pub(crate) fn canonical_json(v: &serde_json::Value) -> String {
     let mut out = String::new();
     write(v, &mut out);
     out
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn to_i64(n: usize) -> i64 {
