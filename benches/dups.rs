@@ -5,7 +5,10 @@
 //!
 //!     scripts/setup-onnxruntime.sh; cargo build --release -p irtdb-plugin-ort-tensorrt
 //!     python3 -m venv /work/venv-bench && /work/venv-bench/bin/pip install imagededup==0.3.3.post2
-//!     IRTDB_BENCH_PYTHON=/work/venv-bench/bin/python cargo bench --bench dups [-- ARCH]
+//!     IRTDB_BENCH_PYTHON=/work/venv-bench/bin/python cargo bench --bench dups [-- ARCH | MODEL]
+//!
+//! (MODEL: a weights file or `hf-hub:` reference, to measure trained weights instead of a
+//! random preset.)
 //!
 //! Pairs are counted after grouping (two files are "found" when they land in one group, for
 //! irtdb through its union-find, for PHash through the same union-find over its pairs), so both
@@ -142,11 +145,18 @@ fn main() -> Result<()> {
         truth.len(),
         ORIGINALS * 10
     );
-    let model = tmp.path().join("model.safetensors");
-    write_random_model(
-        &RandomModel { arch: arch.clone(), depth: None, image_size: None, seed: 5 },
-        &model,
-    )?;
+    // A model file or hub reference measures that model; a preset name, random weights of it.
+    let trained = Path::new(&arch).is_file() || arch.starts_with("hf-hub:");
+    let model = if trained {
+        std::path::PathBuf::from(&arch)
+    } else {
+        let model = tmp.path().join("model.safetensors");
+        write_random_model(
+            &RandomModel { arch: arch.clone(), depth: None, image_size: None, seed: 5 },
+            &model,
+        )?;
+        model
+    };
     let db = tmp.path().join("set.db");
     let out = Command::new(env!("CARGO_BIN_EXE_irtdb"))
         .args(["index", "--json", "--db"])
@@ -170,7 +180,8 @@ fn main() -> Result<()> {
     let paths: HashMap<i64, String> = store.images()?.into_iter().map(|r| (r.id, r.path)).collect();
     let mut t = Table::new(
         &format!(
-            "irtdb dups (random {arch}, PCA {}, exact {NEIGHBOURS}-NN): pairs after grouping",
+            "irtdb dups ({} {arch}, PCA {}, exact {NEIGHBOURS}-NN): pairs after grouping",
+            if trained { "model" } else { "random" },
             v.dim
         ),
         &["cosine >=", "precision", "recall", "pairs found"],
