@@ -42,6 +42,8 @@ pub fn flag(setting: Setting) -> &'static str {
         Setting::FilesFrom => "--files-from",
         Setting::RowGroup => "--row-group",
         Setting::Threshold => "--threshold",
+        Setting::Bins => "--bins",
+        Setting::MaxPairs => "--max-pairs",
         Setting::PluginConfig => "--plugin-config",
         Setting::Architecture => "--arch",
         Setting::ImageSize => "--image-size",

@@ -56,6 +56,10 @@ pub enum Setting {
     RowGroup,
     /// The cosine above which two images are near-duplicates.
     Threshold,
+    /// Histogram bins of an analysis.
+    Bins,
+    /// Pairs sampled by an analysis.
+    MaxPairs,
     /// Options laid over a plugin's configuration.
     PluginConfig,
     /// A random model's architecture preset.
@@ -68,7 +72,7 @@ pub enum Setting {
 
 impl Setting {
     /// Every setting, for front ends that map them all.
-    pub const ALL: [Setting; 23] = [
+    pub const ALL: [Setting; 25] = [
         Setting::Db,
         Setting::Model,
         Setting::Plugin,
@@ -88,6 +92,8 @@ impl Setting {
         Setting::FilesFrom,
         Setting::RowGroup,
         Setting::Threshold,
+        Setting::Bins,
+        Setting::MaxPairs,
         Setting::PluginConfig,
         Setting::Architecture,
         Setting::ImageSize,
@@ -191,14 +197,5 @@ impl Error {
             Error::Setting { settings, .. } | Error::Refused { settings, .. } => settings,
             _ => &[],
         }
-    }
-}
-
-/// An error of `analyze`, which still reports with anyhow: the PCA's own error when that is
-/// what failed, else its message.
-pub(crate) fn from_analysis(e: anyhow::Error) -> Error {
-    match e.downcast::<irtdb_index::Error>() {
-        Ok(e) => Error::Index(e),
-        Err(e) => Error::Internal { what: format!("{e:#}") },
     }
 }

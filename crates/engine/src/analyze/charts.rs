@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, Context, Result};
+use crate::error::{Error, Result};
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
@@ -185,7 +185,9 @@ fn register_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED
         .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
-    ok.then_some(()).ok_or_else(|| anyhow!("the bundled font DejaVu Sans could not be read"))
+    ok.then_some(()).ok_or_else(|| Error::Internal {
+        what: "the bundled font DejaVu Sans could not be read".into(),
+    })
 }
 
 /// Draws `chart` on `root`: the one description both backends share.
@@ -274,7 +276,8 @@ pub(crate) fn svg(chart: &Chart) -> Result<String> {
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root, chart).map_err(|e| anyhow!("drawing the SVG chart: {e}"))?;
+        draw(&root, chart)
+            .map_err(|e| Error::Internal { what: format!("drawing the SVG chart: {e}") })?;
     }
     Ok(out)
 }
@@ -285,7 +288,8 @@ pub(crate) fn png(chart: &Chart) -> Result<image::RgbImage> {
     let mut buf = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root, chart).map_err(|e| anyhow!("drawing the PNG chart: {e}"))?;
+        draw(&root, chart)
+            .map_err(|e| Error::Internal { what: format!("drawing the PNG chart: {e}") })?;
     }
     Ok(image::RgbImage::from_raw(WIDTH, HEIGHT, buf).expect("the buffer is WIDTH × HEIGHT × 3"))
 }
@@ -293,10 +297,14 @@ pub(crate) fn png(chart: &Chart) -> Result<image::RgbImage> {
 /// Writes `<base>.svg` and `<base>.png`; returns their paths.
 pub(crate) fn write_chart(chart: &Chart, base: &Path) -> Result<Vec<PathBuf>> {
     let svg_path = base.with_extension("svg");
-    std::fs::write(&svg_path, svg(chart)?)
-        .with_context(|| format!("writing {}", svg_path.display()))?;
+    std::fs::write(&svg_path, svg(chart)?).map_err(Error::io("write", &svg_path))?;
     let png_path = base.with_extension("png");
-    png(chart)?.save(&png_path).with_context(|| format!("writing {}", png_path.display()))?;
+    png(chart)?.save(&png_path).map_err(|e| match e {
+        image::ImageError::IoError(cause) => {
+            Error::Io { action: "write", path: png_path.clone(), cause }
+        }
+        other => Error::Internal { what: format!("encoding {}: {other}", png_path.display()) },
+    })?;
     Ok(vec![svg_path, png_path])
 }
 

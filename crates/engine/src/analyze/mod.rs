@@ -22,12 +22,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
 use irtdb_core::l2_normalise;
 use irtdb_store::Store;
 use serde::Serialize;
 
 use crate::collection;
+use crate::error::{Error, Result, Setting};
 
 mod charts;
 mod spectrum;
@@ -95,14 +95,19 @@ pub struct AnalyzeReport {
 pub fn analyze_collection(db: &Path, opts: &AnalyzeOptions) -> Result<CollectionAnalysis> {
     let store = Store::open_existing(db)?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
-        bail!(
+        let message = format!(
             "{} has no model yet: index a folder into it first (irtdb index DIR --db …)",
             db.display()
         );
+        return Err(Error::refused(db, message, &[]));
     };
     let d = store.descriptors(row.id)?;
     let (n, dim) = (d.ids.len(), d.dim);
-    ensure!(n >= 2, "{} holds {n} descriptors: the analysis needs at least 2", db.display());
+    if n < 2 {
+        let message =
+            format!("{} holds {n} descriptors: the analysis needs at least 2", db.display());
+        return Err(Error::refused(db, message, &[]));
+    }
     let mut notes = Vec::new();
     let cumulative = cumulative_energy(&d.data, n, dim)?.unwrap_or_else(|| {
         notes.push("the descriptors have no variance: no energy curve".into());
@@ -162,9 +167,16 @@ pub fn analyze_collection(db: &Path, opts: &AnalyzeOptions) -> Result<Collection
 
 /// Analyses every collection and writes the figures (and `analysis.json`) to `opts.out`.
 pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeReport> {
-    ensure!(!opts.dbs.is_empty(), "no collection to analyse: give --db FILE (several to overlay)");
-    ensure!(opts.bins >= 2, "--bins must be at least 2");
-    ensure!(opts.max_pairs >= 1, "--max-pairs must be at least 1");
+    if opts.dbs.is_empty() {
+        let message = "no collection to analyse: name one (several to overlay)";
+        return Err(Error::setting(&[Setting::Db], message));
+    }
+    if opts.bins < 2 {
+        return Err(Error::setting(&[Setting::Bins], "a histogram needs at least 2 bins"));
+    }
+    if opts.max_pairs < 1 {
+        return Err(Error::setting(&[Setting::MaxPairs], "at least 1 pair must be sampled"));
+    }
     let mut collections: Vec<CollectionAnalysis> =
         opts.dbs.iter().map(|db| analyze_collection(db, opts)).collect::<Result<_>>()?;
     // Same file names in different folders: tell them apart in the legends.
@@ -174,8 +186,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeReport> {
             c.name = c.db.display().to_string();
         }
     }
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("creating the output folder {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out).map_err(Error::io("create the output folder", &opts.out))?;
     let mut files = Vec::new();
 
     if let Some(chart) = charts::energy_chart(&collections, opts.log_energy) {
@@ -188,7 +199,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<AnalyzeReport> {
     let mut report = AnalyzeReport { collections, files };
     let json_path = opts.out.join("analysis.json");
     report.files.push(json_path.clone());
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", json_path.display()))?;
+    let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+    std::fs::write(&json_path, json).map_err(Error::io("write", &json_path))?;
     Ok(report)
 }

@@ -1,6 +1,6 @@
 //! The spectrum of a set of descriptors: the cumulative energy of their principal components.
 
-use anyhow::Result;
+use crate::error::Result;
 use irtdb_index::Pca;
 use serde::Serialize;
 

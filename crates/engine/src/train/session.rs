@@ -328,8 +328,7 @@ fn evaluate(
     }
     let (m, _) = score_labels(&descriptors, &labels, None, info.dim, &[1, 10]);
     let r = m.recall();
-    let components_90 = cumulative_energy(&descriptors, labels.len(), info.dim)
-        .map_err(crate::error::from_analysis)?
+    let components_90 = cumulative_energy(&descriptors, labels.len(), info.dim)?
         .map(|c| fractional_components(&c, 0.9));
     Ok(EvalPoint {
         iteration: it,
