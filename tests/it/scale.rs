@@ -12,31 +12,22 @@ use irtdb_store::{Status, Store};
 
 use crate::util::*;
 
-/// A generated gallery (class folders of JPEGs, one picture in the root: no label) and a micro
-/// random ViT.
-struct Gallery {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    gallery: PathBuf,
-    model: PathBuf,
+/// The shared fixture (class folders of JPEGs and a micro random ViT) plus one picture in the
+/// root (no label); databases are named per test.
+struct Gallery(Fixture);
+
+impl std::ops::Deref for Gallery {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.0
+    }
 }
 
 impl Gallery {
     fn new(classes: usize, per_class: usize) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let gallery = dir.join("gallery");
-        for c in 0..classes {
-            let class_dir = gallery.join(format!("class{c:02}"));
-            std::fs::create_dir_all(&class_dir).unwrap();
-            for i in 0..per_class {
-                let seed = (c * 1000 + i) as u32;
-                write_picture(&class_dir.join(format!("{i:03}.jpg")), 64, 48, seed);
-            }
-        }
-        write_picture(&gallery.join("loose.jpg"), 64, 48, 424_242);
-        let (model, _) = write_micro_vit(&dir, false);
-        Gallery { _tmp: tmp, dir, gallery, model }
+        let f = Fixture::new(classes, per_class);
+        write_picture(&f.gallery.join("loose.jpg"), PICTURE_W, PICTURE_H, 424_242);
+        Gallery(f)
     }
 
     /// Every image file of the gallery, relative to it.

@@ -11,37 +11,28 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 
 /// A generated gallery (`classes × per_class` pictures), indexed with a micro ViT.
-pub struct Gallery {
-    pub _tmp: tempfile::TempDir,
-    pub dir: PathBuf,
-    pub gallery: PathBuf,
-    pub db: PathBuf,
-    pub model: PathBuf,
+/// The shared fixture, indexed (16 dimensions) by [`Gallery::new`].
+pub struct Gallery(Fixture);
+
+impl std::ops::Deref for Gallery {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.0
+    }
 }
 
 impl Gallery {
     pub fn new(classes: usize, per_class: usize) -> Self {
-        let g = Self::empty();
-        for c in 0..classes {
-            let class_dir = g.gallery.join(format!("class{c:02}"));
-            std::fs::create_dir_all(&class_dir).unwrap();
-            for i in 0..per_class {
-                let seed = (c * 1000 + i) as u32;
-                write_picture(&class_dir.join(format!("{i:03}.jpg")), 64, 48, seed);
-            }
-        }
+        let g = Gallery(Fixture::new(classes, per_class));
         g.index();
         g
     }
 
     /// An empty gallery folder and the micro ViT; nothing indexed yet.
     pub fn empty() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().canonicalize().unwrap();
-        let gallery = dir.join("gallery");
-        std::fs::create_dir_all(&gallery).unwrap();
-        let (model, _) = write_micro_vit(&dir, false);
-        Gallery { db: dir.join("c.db"), _tmp: tmp, dir, gallery, model }
+        let f = Fixture::model_only();
+        std::fs::create_dir_all(&f.gallery).unwrap();
+        Gallery(f)
     }
 
     pub fn index(&self) -> serde_json::Value {
