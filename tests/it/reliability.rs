@@ -894,7 +894,12 @@ fn queries_during_an_index_run_never_fail_and_see_whole_batches() {
     let total = 400usize;
 
     let log = s.dir.join("writer.log");
-    let mut writer = spawn_logged(&mut s.index_cmd(&["--json"]), &log);
+    // The writer waits after its third batch until this file exists, which the loop below makes
+    // once it has seen that state: an observation in the middle of the run, however slow the
+    // machine.
+    let go = s.dir.join("go");
+    let pause = format!("pause-after-batch:3:{}", go.display());
+    let mut writer = spawn_logged(s.index_cmd(&["--json"]).env("IRTDB_FAILPOINT", &pause), &log);
     let lock_file = {
         let mut p = s.db.clone().into_os_string();
         p.push(".lock");
@@ -916,6 +921,9 @@ fn queries_during_an_index_run_never_fail_and_see_whole_batches() {
             "info saw {embedded} embedded images: half a batch"
         );
         seen_counts.insert(embedded);
+        if embedded > 40 && embedded < total {
+            std::fs::write(&go, b"").unwrap();
+        }
         infos += 1;
         // An exact query over every vector: never fails; sees whole batches too.
         let q = json(&run_expect(

@@ -24,14 +24,21 @@ pub(super) struct Job {
     existed: bool,
 }
 
-/// Test hook: `IRTDB_FAILPOINT=abort-after-batch:N` aborts the process right after the N-th
-/// committed batch, as a crash would, to test that reruns resume.
-fn failpoint_abort_after(batches: usize) {
-    if let Ok(v) = std::env::var("IRTDB_FAILPOINT") {
-        if v.strip_prefix("abort-after-batch:").and_then(|n| n.parse::<usize>().ok())
-            == Some(batches)
-        {
-            std::process::abort();
+/// Test hooks after the N-th committed batch: `IRTDB_FAILPOINT=abort-after-batch:N` aborts the
+/// process, as a crash would, to test that reruns resume; `pause-after-batch:N:FILE` waits until
+/// FILE exists (at most two minutes), so that a test observes a run in the middle for certain
+/// instead of hoping to be quick enough.
+fn failpoint_after_batch(batches: usize) {
+    let Ok(v) = std::env::var("IRTDB_FAILPOINT") else { return };
+    if v.strip_prefix("abort-after-batch:").and_then(|n| n.parse::<usize>().ok()) == Some(batches) {
+        std::process::abort();
+    }
+    if let Some((n, file)) = v.strip_prefix("pause-after-batch:").and_then(|r| r.split_once(':')) {
+        if n.parse::<usize>().ok() == Some(batches) {
+            let t = std::time::Instant::now();
+            while !std::path::Path::new(file).exists() && t.elapsed().as_secs() < 120 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
     }
 }
@@ -145,7 +152,7 @@ impl Apply<'_> {
             report.embedded += batch.items.len();
             self.store.commit_batch(self.model_id, &updates)?;
             batches += 1;
-            failpoint_abort_after(batches);
+            failpoint_after_batch(batches);
             progress.embedded(updates.len() as u64);
         }
         progress.embed_finish();
