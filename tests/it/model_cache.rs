@@ -50,11 +50,12 @@ impl Run {
     }
 }
 
-/// The files in the cache folder (entries and any temporary file).
+/// The files in the cache folder (entries and any temporary file, not `digests/`).
 fn cache_files(cache_home: &Path) -> Vec<PathBuf> {
     let dir = cache_home.join("irtdb").join("ort-cache");
     let mut v: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        // Files only: `digests/` holds the remembered hashes of model files.
+        Ok(rd) => rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect(),
         Err(_) => Vec::new(),
     };
     v.sort();
@@ -274,4 +275,32 @@ fn concurrent_first_loads_leave_one_good_entry() {
         run.stderr
     );
     assert_same(&run, &uncached, "after the concurrent loads");
+}
+
+#[test]
+fn doctor_shows_where_the_cache_is_and_when_it_is_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |off: bool| -> String {
+        let mut c = irtdb();
+        c.args(["doctor", "--json"]).env("XDG_CACHE_HOME", tmp.path());
+        if off {
+            c.env("IRTDB_NO_MODEL_CACHE", "1");
+        } else {
+            c.env_remove("IRTDB_NO_MODEL_CACHE");
+        }
+        // Exit status aside (a missing optional part fails nothing here): the JSON report.
+        let out = c.output().expect("spawn irtdb");
+        let j = json(&out);
+        let checks = j["checks"].as_array().expect("checks").clone();
+        let found = checks.iter().find(|c| c["what"] == "model cache");
+        found.unwrap_or_else(|| panic!("no model cache check in {j:#}"))["found"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let on = check(false);
+    let dir = tmp.path().join("irtdb").join("ort-cache");
+    assert!(on.starts_with(&dir.display().to_string()), "{on}");
+    assert!(on.contains("IRTDB_NO_MODEL_CACHE=1 turns it off"), "{on}");
+    assert_eq!(check(true), "off (IRTDB_NO_MODEL_CACHE is set)");
 }

@@ -18,6 +18,10 @@ pub struct OrtBackbone {
     input: InputSpec,
     output_name: String,
     info: BackboneInfo,
+    /// The cached optimised model a session was loaded from: ONNX Runtime reads the graph and
+    /// the weights in place (`session.use_ort_model_bytes_directly`), so the bytes live as long
+    /// as the session. Declared after `session`, so dropped after it.
+    _cached: Option<cache::Entry>,
 }
 
 /// The element type of the image input.
@@ -216,20 +220,16 @@ fn load_model(config: &Config, file: &ModelFile) -> Result<LoadedModel, String> 
 /// The cache key's `source`: the model's bytes and, for irtdb's own graphs, every input of the
 /// graph builder (the model card and `config.json` beside the weights, heads, input size, the
 /// builder's version). `None`: the model is not cached (an ONNX file with external data).
-fn cache_source(config: &Config, kind: ModelKind) -> Result<Option<serde_json::Value>, String> {
+fn cache_source(
+    store: &cache::Cache,
+    config: &Config,
+    kind: ModelKind,
+) -> Result<Option<serde_json::Value>, String> {
     let path = &config.base.model;
+    let digest = store.digest(path, kind == ModelKind::Onnx)?;
     match kind {
-        ModelKind::Onnx => {
-            let bytes =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if cache::has_external_data(&bytes) {
-                return Ok(None);
-            }
-            Ok(Some(serde_json::json!({
-                "kind": "onnx",
-                "blake3": blake3::hash(&bytes).to_hex().as_str(),
-            })))
-        }
+        ModelKind::Onnx if digest.external_data => Ok(None),
+        ModelKind::Onnx => Ok(Some(serde_json::json!({ "kind": "onnx", "blake3": digest.blake3 }))),
         ModelKind::Safetensors => {
             let sidecars: Vec<serde_json::Value> = irtdb_onnx::card::Sidecars::paths(path)
                 .iter()
@@ -240,7 +240,7 @@ fn cache_source(config: &Config, kind: ModelKind) -> Result<Option<serde_json::V
                 .collect::<Result<_, _>>()?;
             Ok(Some(serde_json::json!({
                 "kind": "vit-safetensors",
-                "blake3": cache::hash_file(path)?,
+                "blake3": digest.blake3,
                 "sidecars": sidecars,
                 "heads": config.base.heads,
                 "input_size": config.base.input_size,
@@ -262,9 +262,15 @@ fn session_builder(
     config: &Config,
     level: GraphOptimizationLevel,
 ) -> Result<(ort::session::builder::SessionBuilder, Vec<ProviderName>), String> {
+    // No weight prepacking: packing the GEMM weights took ~0.2 s of every DeiT-S session load
+    // (half of a cached one), and a CPU forward packs them per call at no measurable cost (the
+    // packing is O(K·N) against O(M·K·N) for the product, M ≥ 197 tokens). Off for every
+    // session, so that cached and uncached sessions run the same kernels: equal bits.
     let mut builder = Session::builder(&rt.env)
         .map_err(|e| e.to_string())?
         .with_optimization_level(level)
+        .map_err(|e| e.to_string())?
+        .with_config_entry("session.disable_prepacking", "1")
         .map_err(|e| e.to_string())?;
     if let Some(t) = config.base.threads.filter(|&t| t > 0) {
         builder = builder.with_intra_threads(t).map_err(|e| e.to_string())?;
@@ -278,7 +284,7 @@ fn open_session(
     rt: &runtime::Runtime,
     config: &Config,
     file: &ModelFile,
-) -> Result<(Session, ProviderName, Option<cache::Built>), String> {
+) -> Result<Opened, String> {
     let path = config.base.model.display().to_string();
     let (builder, registered) = session_builder(rt, config, LEVEL)?;
     let provider = registered[0];
@@ -287,7 +293,9 @@ fn open_session(
         _ => None,
     };
     let key = match &store {
-        Some(_) => cache_source(config, file.kind)?.map(|s| cache::Key::new(s, LEVEL_NAME)),
+        Some(store) => {
+            cache_source(store, config, file.kind)?.map(|s| cache::Key::new(s, LEVEL_NAME))
+        }
         None => None,
     };
     let (Some(store), Some(key)) = (store, key) else {
@@ -301,20 +309,27 @@ fn open_session(
         });
         let model = load_model(config, file)?;
         let session = commit(builder, &model, config)?;
-        return Ok((session, provider, model.built));
+        return Ok(Opened { session, provider, built: model.built, cached: None });
     };
     let own_graph = file.kind == ModelKind::Safetensors;
     match store.lookup(&key) {
         cache::Lookup::Hit(entry) if entry.built.is_some() == own_graph => {
-            // The graph is optimised already: ONNX Runtime only loads it.
+            // The graph is optimised already: ONNX Runtime only loads it, reading the graph and
+            // the weights in place rather than copying them (the entry is kept as long as the
+            // session: see `OrtBackbone::_cached`).
             let loaded = builder
                 .with_optimization_level(GraphOptimizationLevel::Disable)
+                .and_then(|b| b.with_config_entry("session.use_ort_model_bytes_directly", "1"))
+                .and_then(|b| {
+                    b.with_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+                })
                 .map_err(|e| e.to_string())
                 .and_then(|mut b| b.commit_from_memory(entry.model()).map_err(|e| e.to_string()));
             match loaded {
                 Ok(session) => {
                     cache::log(|| format!("hit {} for {path}", entry.path.display()));
-                    return Ok((session, provider, entry.built));
+                    let built = entry.built.clone();
+                    return Ok(Opened { session, provider, built, cached: Some(entry) });
                 }
                 Err(e) => eprintln!(
                     "ort-tensorrt: ignoring the cached optimised model {} ({e}); rebuilding it",
@@ -346,7 +361,7 @@ fn open_session(
                 Ok(p) => cache::log(|| format!("stored {} for {path}", p.display())),
                 Err(e) => eprintln!("ort-tensorrt: not caching the optimised model: {e}"),
             }
-            Ok((session, provider, model.built))
+            Ok(Opened { session, provider, built: model.built, cached: None })
         }
         Err(e) => {
             // Saving may fail where loading does not (a full disk, a read-only cache): the
@@ -354,9 +369,20 @@ fn open_session(
             let (builder, _) = session_builder(rt, config, LEVEL)?;
             let session = commit(builder, &model, config)?;
             eprintln!("ort-tensorrt: not caching the optimised model of {path}: {e}");
-            Ok((session, provider, model.built))
+            Ok(Opened { session, provider, built: model.built, cached: None })
         }
     }
+}
+
+/// A session and where it came from.
+struct Opened {
+    session: Session,
+    /// The first provider registered.
+    provider: ProviderName,
+    /// What irtdb's graph builder said about the model (`None`: an .onnx file).
+    built: Option<cache::Built>,
+    /// The cache entry the session reads in place.
+    cached: Option<cache::Entry>,
 }
 
 /// Commits `builder` with the model: irtdb's own graph from memory, an .onnx file from its path
@@ -453,7 +479,7 @@ impl OrtBackbone {
         let rt = runtime::environment()?;
         let file = model_file(config)?;
         let path = config.base.model.display().to_string();
-        let (session, provider, built) = open_session(rt, config, &file)?;
+        let Opened { session, provider, built, cached } = open_session(rt, config, &file)?;
 
         let (input, size, dynamic) =
             input_spec(&session, config, file.preprocess_hint.as_ref(), &path)?;
@@ -502,6 +528,7 @@ impl OrtBackbone {
                 provider: provider.ort_name().to_string(),
                 input: input_info,
             },
+            _cached: cached,
         };
         // The output layout: from the model's declared output shape when every dimension but
         // the batch is fixed (irtdb's own graphs, most exports), else from one forward pass of a

@@ -315,13 +315,113 @@ fn check(bytes: Vec<u8>, key: &Key) -> Result<(Vec<u8>, usize, Option<Built>), S
 /// so it is not cached. A false positive only means no caching.
 pub fn has_external_data(onnx: &[u8]) -> bool {
     const PATTERN: &[u8] = b"\x0a\x08location";
-    onnx.windows(PATTERN.len()).any(|w| w == PATTERN)
+    // `location` is rare: compare whole windows only where its first letter is.
+    onnx.windows(PATTERN.len()).any(|w| w[2] == b'l' && w == PATTERN)
 }
 
 /// blake3 of a file's bytes, hex.
 pub fn hash_file(path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
+}
+
+/// What the key needs of a model file's bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    pub blake3: String,
+    /// An ONNX file that refers to external data (see [`has_external_data`]).
+    pub external_data: bool,
+}
+
+/// A file's identity as the file system tells it: any write changes the change time (which
+/// no one can set back) and in practice the modification time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// A remembered digest (`<cache dir>/digests/<id>.json`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Memo {
+    path: PathBuf,
+    identity: Identity,
+    digest: Digest,
+}
+
+/// A file changed less than this long ago is not remembered: time stamps are coarse (a few
+/// ms), so a second write within the same tick could keep the identity (git's "racy" files).
+const SETTLED_SECS: i64 = 2;
+
+impl Cache {
+    /// The blake3 of a model file (and, for ONNX, whether it refers to external data),
+    /// remembered by the file's identity so that a warm load need not read the weights: a
+    /// changed file has another identity and is hashed again.
+    pub fn digest(&self, path: &Path, onnx: bool) -> Result<Digest, String> {
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let identity = Identity::of(&meta);
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let id = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
+        let memo_path = self.dir.join("digests").join(format!("{}.json", &id[..32]));
+        let remembered = std::fs::read(&memo_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Memo>(&b).ok())
+            .filter(|m| m.path == canonical && m.identity == identity);
+        if let Some(m) = remembered {
+            log(|| format!("digest of {} remembered", path.display()));
+            return Ok(m.digest);
+        }
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let digest = Digest {
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+            external_data: onnx && has_external_data(&bytes),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if now - identity.ctime.0.max(identity.mtime.0) >= SETTLED_SECS {
+            // Best effort: a memo that cannot be written only means hashing again next time.
+            let memo = Memo { path: canonical, identity, digest: digest.clone() };
+            let _ = self.write_small(&memo_path, &serde_json::to_vec(&memo).unwrap_or_default());
+        }
+        Ok(digest)
+    }
+
+    /// Writes a small file atomically (temporary name, rename); no fsync: it is a hint.
+    fn write_small(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = path.parent().expect("a file in the cache folder");
+        std::fs::create_dir_all(dir)?;
+        static N: AtomicU64 = AtomicU64::new(0);
+        let tmp = dir.join(format!(
+            ".{}.{}-{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
 }
 
 #[cfg(test)]
