@@ -304,3 +304,42 @@ fn doctor_shows_where_the_cache_is_and_when_it_is_off() {
     assert!(on.contains("IRTDB_NO_MODEL_CACHE=1 turns it off"), "{on}");
     assert_eq!(check(true), "off (IRTDB_NO_MODEL_CACHE is set)");
 }
+
+#[test]
+fn a_model_file_changed_in_place_is_hashed_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("cache");
+    let (a, _) = micro_vit_seeded(tmp.path(), 7);
+    let (b, weights_b) = micro_vit_seeded(tmp.path(), 8);
+    let img = tmp.path().join("x.png");
+    write_picture(&img, 40, 40, 2);
+    let uncached_a = embed(&a, &img, &home, true);
+    // A file changed in the last two seconds is hashed but not remembered (coarse time
+    // stamps); once settled, its digest is remembered by its identity.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let first = embed(&a, &img, &home, false);
+    assert!(first.stderr.contains("model cache: stored"), "{}", first.stderr);
+    assert!(!first.stderr.contains("remembered"), "{}", first.stderr);
+    let second = embed(&a, &img, &home, false);
+    assert!(
+        second.stderr.contains(&format!("digest of {} remembered", a.display()))
+            && second.stderr.contains("model cache: hit"),
+        "{}",
+        second.stderr
+    );
+    assert_same(&second, &uncached_a, "remembered digest");
+
+    // The same path, rewritten in place with other weights of the same size: a new identity,
+    // so hashed again, a miss, and b's descriptor (a trusted memo would have given a's).
+    let bytes_b = std::fs::read(&b).unwrap();
+    assert_eq!(bytes_b.len() as u64, std::fs::metadata(&a).unwrap().len());
+    std::fs::write(&a, &bytes_b).unwrap();
+    let changed = embed(&a, &img, &home, false);
+    assert!(
+        !changed.stderr.contains("remembered") && changed.stderr.contains("model cache: miss"),
+        "{}",
+        changed.stderr
+    );
+    let diff = max_abs_diff(&changed.descriptor, &reference_cls(&weights_b, &img));
+    assert!(diff <= 1e-4, "rewritten model vs b's reference forward differ by {diff}");
+}
