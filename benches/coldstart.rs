@@ -126,8 +126,9 @@ fn main() -> Result<()> {
     println!(
         "First query with the cache empty (optimises, then writes the {:.0} MB entry): wall {} ms, \
          model load {} ms. The model load covers the plugin, the host's blake3 of the weights, and \
-         the session (cache on: the key's blake3 of the weights and model card, reading and \
-         checking the entry, loading it with optimisation off).",
+         the session (cache on: the key — the weights' digest remembered by file identity, the \
+         model card's blake3 —, reading the entry and checking its blake3, loading it in place \
+         with optimisation off).",
         entry_bytes as f64 / 1e6,
         ms(first_wall),
         ms(first.load)
@@ -251,7 +252,7 @@ fn in_process(model: &Path, image: &Path, plugin_path: &Path) -> Result<()> {
     );
     t.row(vec!["host: blake3 of the weights (check_weights)".into(), ms(hash)]);
     t.row(vec!["create backbone, cache off (graph + optimise + session)".into(), ms(median(&off))]);
-    t.row(vec!["create backbone, cache warm (key + check + load)".into(), ms(median(&on))]);
+    t.row(vec!["create backbone, cache warm (key + read + check + load)".into(), ms(median(&on))]);
     t.print();
     Ok(())
 }
