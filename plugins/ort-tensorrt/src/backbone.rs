@@ -317,14 +317,17 @@ fn open_session(
             // The graph is optimised already: ONNX Runtime only loads it, reading the graph and
             // the weights in place rather than copying them (the entry is kept as long as the
             // session: see `OrtBackbone::_cached`).
-            let loaded = builder
-                .with_optimization_level(GraphOptimizationLevel::Disable)
-                .and_then(|b| b.with_config_entry("session.use_ort_model_bytes_directly", "1"))
-                .and_then(|b| {
-                    b.with_config_entry("session.use_ort_model_bytes_for_initializers", "1")
-                })
-                .map_err(|e| e.to_string())
-                .and_then(|mut b| b.commit_from_memory(entry.model()).map_err(|e| e.to_string()));
+            let loaded = (|| -> Result<Session, String> {
+                let err = |e: ort::Error<_>| e.to_string();
+                let mut b = builder
+                    .with_optimization_level(GraphOptimizationLevel::Disable)
+                    .map_err(err)?
+                    .with_config_entry("session.use_ort_model_bytes_directly", "1")
+                    .map_err(err)?
+                    .with_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+                    .map_err(err)?;
+                b.commit_from_memory(entry.model()).map_err(|e| e.to_string())
+            })();
             match loaded {
                 Ok(session) => {
                     cache::log(|| format!("hit {} for {path}", entry.path.display()));
