@@ -18,6 +18,10 @@
 //!   cache folder, the trailer is appended, the file fsynced and renamed over the entry, the
 //!   folder fsynced. Concurrent first loads each write their own temporary file; the last
 //!   rename wins and every reader sees one whole entry.
+//! - Read by mapping the file (no copy); ONNX Runtime then reads the graph and the weights in
+//!   place (`session.use_ort_model_bytes_directly`), so the mapping lives with the session.
+//! - `digests/` remembers each model file's blake3 by its identity (device, inode, size, mtime,
+//!   ctime), so a warm load does not read the weights; a changed file is hashed again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
