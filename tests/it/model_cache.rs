@@ -343,3 +343,43 @@ fn a_model_file_changed_in_place_is_hashed_again() {
     let diff = max_abs_diff(&changed.descriptor, &reference_cls(&weights_b, &img));
     assert!(diff <= 1e-4, "rewritten model vs b's reference forward differ by {diff}");
 }
+
+#[test]
+fn a_model_with_external_data_is_not_cached() {
+    use irtdb_onnx::testing::PixelModel;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("cache");
+    let img = tmp.path().join("x.png");
+    write_picture(&img, 64, 64, 5);
+    let model = tmp.path().join("ext.onnx");
+    let write = |scale: f32| {
+        let m = PixelModel {
+            weights: Some((0..48).map(|i| scale * (1.0 + i as f32 / 48.0)).collect()),
+            external: Some("ext.weights".into()),
+            ..PixelModel::plain(64)
+        };
+        std::fs::write(&model, m.build(tmp.path()).unwrap()).unwrap();
+    };
+    write(1.0);
+    let first = embed(&model, &img, &home, false);
+    assert!(
+        first.stderr.contains("model cache: not used")
+            && first.stderr.contains("external data files"),
+        "{}",
+        first.stderr
+    );
+    assert!(cache_files(&home).is_empty(), "{:?}", cache_files(&home));
+    // The same .onnx bytes with other external weights: another descriptor (a cache keyed on
+    // the .onnx file alone would have returned the first one).
+    let onnx_bytes = std::fs::read(&model).unwrap();
+    let weights = std::fs::read(tmp.path().join("ext.weights")).unwrap();
+    let reversed: Vec<u8> = weights.chunks(4).rev().flatten().copied().collect();
+    std::fs::write(tmp.path().join("ext.weights"), reversed).unwrap();
+    assert_eq!(std::fs::read(&model).unwrap(), onnx_bytes);
+    let second = embed(&model, &img, &home, false);
+    assert!(
+        max_abs_diff(&first.descriptor, &second.descriptor) > 1e-4,
+        "new external weights gave the old descriptor"
+    );
+    assert!(cache_files(&home).is_empty(), "{:?}", cache_files(&home));
+}
