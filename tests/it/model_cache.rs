@@ -383,3 +383,26 @@ fn a_model_with_external_data_is_not_cached() {
     );
     assert!(cache_files(&home).is_empty(), "{:?}", cache_files(&home));
 }
+
+#[test]
+fn an_unwritable_cache_only_costs_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, weights) = write_micro_vit(tmp.path(), false);
+    let img = tmp.path().join("x.png");
+    write_picture(&img, 40, 40, 8);
+    // `<cache home>/irtdb` is a file: the cache folder cannot be made (root ignores
+    // permissions, so this is the portable way to refuse it).
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("irtdb"), b"not a folder").unwrap();
+    let run = embed(&model, &img, &home, false);
+    assert!(
+        run.stderr.contains("ort-tensorrt: not caching the optimised model")
+            && run.stderr.contains("ort-cache")
+            && !run.stderr.contains("ignoring"),
+        "{}",
+        run.stderr
+    );
+    let diff = max_abs_diff(&run.descriptor, &reference_cls(&weights, &img));
+    assert!(diff <= 1e-4, "uncached fallback vs reference forward differ by {diff}");
+}

@@ -23,7 +23,7 @@
 //! - `digests/` remembers each model file's blake3 by its identity (device, inode, size, mtime,
 //!   ctime), so a warm load does not read the weights; a changed file is hashed again.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -251,7 +251,10 @@ impl Cache {
         let path = self.path(key);
         let bytes = match Mapped::open(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Miss,
+            // No file, or no folder (a cache that cannot be made is reported when writing).
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                return Lookup::Miss
+            }
             Err(e) => return Lookup::Bad(path, format!("cannot read it: {e}")),
         };
         match check(bytes, key) {
