@@ -4,8 +4,10 @@
 //! `IRTDB_MODEL_CACHE_LOG=1` prints, never from timings; every descriptor is compared with the
 //! uncached session's (`IRTDB_NO_MODEL_CACHE=1`) and with irtdb-onnx's plain-Rust forward.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
 
 use crate::embed::{max_abs_diff, reference_cls};
 use crate::util::*;
@@ -142,7 +144,8 @@ fn the_optimised_model_is_cached_on_first_load_and_used_on_the_second() {
         assert_same(&first, &uncached, what);
         let meta = std::fs::metadata(&entry).unwrap();
 
-        // Second load: a hit on that very file, which is left as it was.
+        // Second load: a hit on that very file, not rewritten (its use recorded in its
+        // modification time).
         let second = embed(model, &img, &home, false);
         assert!(
             second.stderr.contains(&format!("model cache: hit {}", entry.display())),
@@ -152,10 +155,8 @@ fn the_optimised_model_is_cached_on_first_load_and_used_on_the_second() {
         assert_same(&second, &uncached, what);
         assert_eq!(only_entry(&home), entry);
         let again = std::fs::metadata(&entry).unwrap();
-        assert_eq!(
-            (again.len(), again.modified().unwrap()),
-            (meta.len(), meta.modified().unwrap())
-        );
+        assert_eq!((again.ino(), again.len()), (meta.ino(), meta.len()), "{what}: rewritten");
+        assert!(again.modified().unwrap() >= meta.modified().unwrap());
     }
     // The safetensors graph and the identical .onnx file have different keys (irtdb builds one,
     // the user supplies the other), so neither run above saw the other's entry.
@@ -405,4 +406,37 @@ fn an_unwritable_cache_only_costs_the_cache() {
     );
     let diff = max_abs_diff(&run.descriptor, &reference_cls(&weights, &img));
     assert!(diff <= 1e-4, "uncached fallback vs reference forward differ by {diff}");
+}
+
+#[test]
+fn entries_unused_for_a_month_are_removed_when_another_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("cache");
+    let (a, _) = micro_vit_seeded(tmp.path(), 7);
+    let (b, _) = micro_vit_seeded(tmp.path(), 8);
+    let (c, _) = micro_vit_seeded(tmp.path(), 9);
+    let img = tmp.path().join("x.png");
+    write_picture(&img, 40, 40, 1);
+    embed(&a, &img, &home, false);
+    let entry_a = only_entry(&home);
+    embed(&b, &img, &home, false);
+    let entry_b = cache_files(&home).into_iter().find(|p| p != &entry_a).unwrap();
+    let age = |p: &Path, days: u64| {
+        let when = SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+        std::fs::File::open(p).unwrap().set_modified(when).unwrap();
+    };
+    // a: last used 40 days ago; b: 40 days ago too, but used now (a hit refreshes it).
+    age(&entry_a, 40);
+    age(&entry_b, 40);
+    let hit = embed(&b, &img, &home, false);
+    assert!(hit.stderr.contains("model cache: hit"), "{}", hit.stderr);
+    let fresh = std::fs::metadata(&entry_b).unwrap().modified().unwrap();
+    assert!(fresh.elapsed().unwrap() < Duration::from_secs(3600), "the hit did not refresh b");
+    // Writing c's entry tidies the folder: a goes, b stays.
+    let stored = embed(&c, &img, &home, false);
+    assert!(stored.stderr.contains("model cache: stored"), "{}", stored.stderr);
+    let files = cache_files(&home);
+    assert!(!files.contains(&entry_a), "{files:?}");
+    assert!(files.contains(&entry_b), "{files:?}");
+    assert_eq!(files.len(), 2, "{files:?}");
 }

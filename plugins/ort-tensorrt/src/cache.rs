@@ -18,6 +18,8 @@
 //!   cache folder, the trailer is appended, the file fsynced and renamed over the entry, the
 //!   folder fsynced. Concurrent first loads each write their own temporary file; the last
 //!   rename wins and every reader sees one whole entry.
+//! - A hit refreshes the entry's modification time; writing an entry removes entries unused
+//!   for 30 days (and temporary files of crashed writers).
 //! - Read by mapping the file (no copy); ONNX Runtime then reads the graph and the weights in
 //!   place (`session.use_ort_model_bytes_directly`), so the mapping lives with the session.
 //! - `digests/` remembers each model file's blake3 by its identity (device, inode, size, mtime,
@@ -37,6 +39,8 @@ const MAGIC: &[u8; 16] = b"irtdb-ortcache-1";
 const EXT: &str = "ortcache";
 /// Temporary files older than this are a crashed writer's and are removed.
 const STALE_TEMP_SECS: u64 = 3600;
+/// Entries not used for this long are removed when another entry is written.
+const UNUSED_ENTRY_SECS: u64 = 30 * 24 * 3600;
 
 /// Environment variable that turns the cache off (any value but empty or `0`).
 pub const DISABLE_ENV: &str = "IRTDB_NO_MODEL_CACHE";
@@ -258,7 +262,12 @@ impl Cache {
             Err(e) => return Lookup::Bad(path, format!("cannot read it: {e}")),
         };
         match check(bytes, key) {
-            Ok((bytes, model_len, built)) => Lookup::Hit(Entry { bytes, model_len, built, path }),
+            Ok((bytes, model_len, built)) => {
+                // Used now: `tidy` keeps it (best effort; the owner may set the time).
+                let _ = std::fs::File::open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Lookup::Hit(Entry { bytes, model_len, built, path })
+            }
             Err(why) => Lookup::Bad(path, why),
         }
     }
@@ -268,7 +277,7 @@ impl Cache {
     pub fn temp_path(&self, key: &Key) -> Result<PathBuf, String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        self.remove_stale_temps();
+        self.tidy();
         static N: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -316,21 +325,28 @@ impl Cache {
         })
     }
 
-    /// Removes temporary files older than an hour (a writer that crashed mid-way).
-    fn remove_stale_temps(&self) {
+    /// Removes temporary files older than an hour (a writer that crashed mid-way) and entries
+    /// unused for 30 days (a hit refreshes an entry's modification time), so that entries of
+    /// an older ONNX Runtime or of deleted models do not pile up. Removing an entry another
+    /// process has mapped is safe: its mapping stays valid.
+    fn tidy(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if !(name.starts_with('.') && name.ends_with(".tmp.ort")) {
+            let limit = if name.starts_with('.') && name.ends_with(".tmp.ort") {
+                STALE_TEMP_SECS
+            } else if name.ends_with(&format!(".{EXT}")) {
+                UNUSED_ENTRY_SECS
+            } else {
                 continue;
-            }
+            };
             let old = e
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > STALE_TEMP_SECS);
+                .is_some_and(|age| age.as_secs() > limit);
             if old {
                 let _ = std::fs::remove_file(e.path());
             }
