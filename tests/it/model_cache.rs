@@ -440,3 +440,17 @@ fn entries_unused_for_a_month_are_removed_when_another_is_written() {
     assert!(files.contains(&entry_b), "{files:?}");
     assert_eq!(files.len(), 2, "{files:?}");
 }
+
+#[test]
+fn a_model_that_cannot_load_fails_with_its_error_and_leaves_nothing_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("cache");
+    let img = tmp.path().join("x.png");
+    write_picture(&img, 32, 32, 5);
+    let garbage = tmp.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"\x08\x01garbage").unwrap();
+    let out = run_expect(&mut embed_cmd(&garbage, &img, &home), 2);
+    let err = stderr(&out);
+    assert!(err.contains("garbage.onnx") && err.contains("model cache: miss"), "{err}");
+    assert!(cache_files(&home).is_empty(), "{:?}", cache_files(&home));
+}

@@ -354,9 +354,18 @@ fn open_session(
     let model = load_model(config, file)?;
     let (builder, _) = session_builder(rt, config, LEVEL)?;
     let saved = store.temp_path(&key).and_then(|tmp| {
-        let b = builder.with_optimized_model_path(&tmp).map_err(|e| e.to_string())?;
-        let session = commit(b, &model, config)?;
-        Ok((session, tmp))
+        let session = builder
+            .with_optimized_model_path(&tmp)
+            .map_err(|e| e.to_string())
+            .and_then(|b| commit(b, &model, config));
+        match session {
+            Ok(session) => Ok((session, tmp)),
+            Err(e) => {
+                // Whatever ONNX Runtime wrote before failing.
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     });
     match saved {
         Ok((session, tmp)) => {
