@@ -124,6 +124,18 @@ fn plugins(checks: &mut Vec<Check>) {
                             )
                         }),
                     });
+                    // Where CPU sessions keep their optimised graphs (the plugin says).
+                    if let Some(cache) =
+                        notes.iter().find_map(|n| n.strip_prefix("optimised-model cache: "))
+                    {
+                        checks.push(Check {
+                            what: "model cache",
+                            ok: true,
+                            required: false,
+                            found: cache.to_string(),
+                            fix: None,
+                        });
+                    }
                 }
             }
             Some((path, Err(e))) => checks.push(Check {

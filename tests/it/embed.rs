@@ -18,14 +18,14 @@ fn descriptor(j: &serde_json::Value, i: usize) -> Vec<f32> {
         .unwrap_or_else(|_| panic!("no descriptor {i} in {j:#}"))
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// The CLS descriptor computed without ONNX Runtime or the plugin: irtdb-image's preprocessing
 /// and irtdb-onnx's plain-Rust reference forward.
-fn reference_cls(weights: &irtdb_onnx::VitWeights, image: &Path) -> Vec<f32> {
+pub(crate) fn reference_cls(weights: &irtdb_onnx::VitWeights, image: &Path) -> Vec<f32> {
     let [h, w] = weights.config.img_size;
     let mut p = Preprocess::imagenet(h as u32);
     p.size = [h as u32, w as u32];

@@ -7,6 +7,7 @@ mod embed;
 mod eval;
 mod hub;
 mod hubstand;
+mod model_cache;
 mod onnx_wild;
 mod photos;
 mod plugins;

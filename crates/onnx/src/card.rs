@@ -90,7 +90,10 @@ pub struct Sidecars {
 }
 
 impl Sidecars {
-    fn paths(weights: &Path) -> [PathBuf; 2] {
+    /// The two files read beside `weights`, whether or not they exist: `<weights>.json` and
+    /// `config.json` in its folder (anything caching what is built from the weights keys on
+    /// both).
+    pub fn paths(weights: &Path) -> [PathBuf; 2] {
         let hub = weights.parent().unwrap_or(Path::new("")).join("config.json");
         [ModelCard::path_for(weights), hub]
     }

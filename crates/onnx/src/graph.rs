@@ -17,6 +17,11 @@ use crate::proto::{
 };
 use crate::VitWeights;
 
+/// The version of the graph [`build_vit_onnx`] writes (with how [`VitWeights::load`] reads a
+/// file): bump it whenever the same weights file and options would give a different graph. The
+/// ort plugin's optimised-model cache keys on it (with this crate's version), so a stale cached
+/// graph is never run after an upgrade.
+pub const GRAPH_BUILDER_VERSION: u32 = 1;
 /// ONNX opset of the graph (LayerNormalization needs 17).
 pub const OPSET: i64 = 17;
 /// ONNX IR version of the model.

@@ -32,8 +32,14 @@ use serde::{Deserialize, Serialize};
 
 pub use card::{ModelCard, CARD_FORMAT};
 pub use error::{Error, Result};
-pub use graph::{build_vit_onnx, GraphOutput, INPUT_NAME, OPSET, POOLED_OUTPUT, TOKENS_OUTPUT};
+pub use graph::{
+    build_vit_onnx, GraphOutput, GRAPH_BUILDER_VERSION, INPUT_NAME, OPSET, POOLED_OUTPUT,
+    TOKENS_OUTPUT,
+};
 pub use weights::{heads_from_architecture, ConfigOverrides, VitWeights};
+
+/// This crate's version (part of the ort plugin's cache key with [`GRAPH_BUILDER_VERSION`]).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Tensors by timm name: `(shape, row-major f32 data)`.
 pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;

@@ -9,7 +9,7 @@ use ort::session::SessionOutputs;
 use ort::value::{DynValue, Tensor, TensorElementType, TensorRef};
 
 use crate::config::{Config, Layout, ProviderName};
-use crate::runtime;
+use crate::{cache, runtime};
 
 /// A model loaded into an ONNX Runtime session.
 #[derive(Debug)]
@@ -18,6 +18,10 @@ pub struct OrtBackbone {
     input: InputSpec,
     output_name: String,
     info: BackboneInfo,
+    /// The cached optimised model a session was loaded from: ONNX Runtime reads the graph and
+    /// the weights in place (`session.use_ort_model_bytes_directly`), so the bytes live as long
+    /// as the session. Declared after `session`, so dropped after it.
+    _cached: Option<cache::Entry>,
 }
 
 /// The element type of the image input.
@@ -147,26 +151,48 @@ fn pick_output(session: &Session, wanted: Option<&str>, path: &str) -> Result<St
 struct LoadedModel {
     /// The graph irtdb built (safetensors); `None`: the .onnx file is loaded from its path.
     onnx: Option<Vec<u8>>,
-    architecture: String,
-    prefix_tokens: Option<usize>,
+    built: Option<cache::Built>,
+}
+
+/// What the model file says about itself, read before (or instead of) building a graph.
+struct ModelFile {
+    kind: ModelKind,
     preprocess_hint: Option<serde_json::Value>,
 }
 
-fn load_model(config: &Config) -> Result<LoadedModel, String> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ModelKind {
+    Onnx,
+    Safetensors,
+}
+
+fn model_file(config: &Config) -> Result<ModelFile, String> {
     let path = &config.base.model;
     if !path.is_file() {
         return Err(format!("model file {} does not exist", path.display()));
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    match ext.as_str() {
-        "onnx" => Ok(LoadedModel {
-            onnx: None,
-            architecture: "onnx".into(),
-            prefix_tokens: config.own.prefix_tokens,
-            preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path),
-        }),
-        "safetensors" => {
-            let overrides = irtdb_onnx::ConfigOverrides { heads: config.base.heads, ..Default::default() };
+    let kind = match ext.as_str() {
+        "onnx" => ModelKind::Onnx,
+        "safetensors" => ModelKind::Safetensors,
+        _ => {
+            return Err(format!(
+                "model {}: unknown model format '.{ext}'; the ort-tensorrt plugin reads .onnx \
+                 files and timm-named ViT/DeiT .safetensors files",
+                path.display()
+            ))
+        }
+    };
+    Ok(ModelFile { kind, preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path) })
+}
+
+fn load_model(config: &Config, file: &ModelFile) -> Result<LoadedModel, String> {
+    let path = &config.base.model;
+    match file.kind {
+        ModelKind::Onnx => Ok(LoadedModel { onnx: None, built: None }),
+        ModelKind::Safetensors => {
+            let overrides =
+                irtdb_onnx::ConfigOverrides { heads: config.base.heads, ..Default::default() };
             let mut weights =
                 irtdb_onnx::VitWeights::load(path, &overrides).map_err(|e| e.to_string())?;
             if let Some([h, w]) = config.base.input_size {
@@ -182,29 +208,219 @@ fn load_model(config: &Config) -> Result<LoadedModel, String> {
             let onnx = irtdb_onnx::build_vit_onnx(&weights, output).map_err(|e| e.to_string())?;
             Ok(LoadedModel {
                 onnx: Some(onnx),
-                architecture: weights.config.architecture.clone(),
-                prefix_tokens: Some(weights.config.prefix_tokens),
-                preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path),
+                built: Some(cache::Built {
+                    architecture: weights.config.architecture.clone(),
+                    prefix_tokens: weights.config.prefix_tokens,
+                }),
             })
         }
-        _ => Err(format!(
-            "model {}: unknown model format '.{ext}'; the ort-tensorrt plugin reads .onnx files and \
-             timm-named ViT/DeiT .safetensors files",
-            path.display()
-        )),
     }
+}
+
+/// The cache key's `source`: the model's bytes and, for irtdb's own graphs, every input of the
+/// graph builder (the model card and `config.json` beside the weights, heads, input size, the
+/// builder's version). `None`: the model is not cached (an ONNX file with external data).
+fn cache_source(
+    store: &cache::Cache,
+    config: &Config,
+    kind: ModelKind,
+) -> Result<Option<serde_json::Value>, String> {
+    let path = &config.base.model;
+    let digest = store.digest(path, kind == ModelKind::Onnx)?;
+    match kind {
+        ModelKind::Onnx if digest.external_data => Ok(None),
+        ModelKind::Onnx => Ok(Some(serde_json::json!({ "kind": "onnx", "blake3": digest.blake3 }))),
+        ModelKind::Safetensors => {
+            let sidecars: Vec<serde_json::Value> = irtdb_onnx::card::Sidecars::paths(path)
+                .iter()
+                .map(|p| match p.is_file() {
+                    true => cache::hash_file(p).map(serde_json::Value::from),
+                    false => Ok(serde_json::Value::Null),
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Some(serde_json::json!({
+                "kind": "vit-safetensors",
+                "blake3": digest.blake3,
+                "sidecars": sidecars,
+                "heads": config.base.heads,
+                "input_size": config.base.input_size,
+                "graph_builder": irtdb_onnx::GRAPH_BUILDER_VERSION,
+                "irtdb_onnx": irtdb_onnx::VERSION,
+            })))
+        }
+    }
+}
+
+/// The level of a session that optimises the model itself (and of the graphs the cache saves).
+const LEVEL: GraphOptimizationLevel = GraphOptimizationLevel::All;
+const LEVEL_NAME: &str = "all";
+
+/// A session builder with the configured threads and providers, at optimisation `level`; the
+/// providers that registered, in order.
+fn session_builder(
+    rt: &runtime::Runtime,
+    config: &Config,
+    level: GraphOptimizationLevel,
+) -> Result<(ort::session::builder::SessionBuilder, Vec<ProviderName>), String> {
+    // No weight prepacking: packing the GEMM weights took ~0.2 s of every DeiT-S session load
+    // (half of a cached one), and a CPU forward packs them per call at no measurable cost (the
+    // packing is O(K·N) against O(M·K·N) for the product, M ≥ 197 tokens). Off for every
+    // session, so that cached and uncached sessions run the same kernels: equal bits.
+    let mut builder = Session::builder(&rt.env)
+        .map_err(|e| e.to_string())?
+        .with_optimization_level(level)
+        .map_err(|e| e.to_string())?
+        .with_config_entry("session.disable_prepacking", "1")
+        .map_err(|e| e.to_string())?;
+    if let Some(t) = config.base.threads.filter(|&t| t > 0) {
+        builder = builder.with_intra_threads(t).map_err(|e| e.to_string())?;
+    }
+    register_providers(builder, config)
+}
+
+/// Builds the session: from the cache when the model's optimised graph is there (CPU only),
+/// else by optimising it (saving the result in the cache when it may be cached).
+fn open_session(
+    rt: &runtime::Runtime,
+    config: &Config,
+    file: &ModelFile,
+) -> Result<Opened, String> {
+    let path = config.base.model.display().to_string();
+    let (builder, registered) = session_builder(rt, config, LEVEL)?;
+    let provider = registered[0];
+    let store = match registered.as_slice() {
+        [ProviderName::Cpu] => cache::Cache::from_env(),
+        _ => None,
+    };
+    let key = match &store {
+        Some(store) => {
+            cache_source(store, config, file.kind)?.map(|s| cache::Key::new(s, LEVEL_NAME))
+        }
+        None => None,
+    };
+    let (Some(store), Some(key)) = (store, key) else {
+        cache::log(|| {
+            let why = match registered.as_slice() {
+                [ProviderName::Cpu] if cache::Cache::from_env().is_none() => cache::describe(),
+                [ProviderName::Cpu] => "the model refers to external data files".into(),
+                _ => format!("providers {registered:?}: only CPU sessions are cached"),
+            };
+            format!("not used for {path}: {why}")
+        });
+        let model = load_model(config, file)?;
+        let session = commit(builder, &model, config)?;
+        return Ok(Opened { session, provider, built: model.built, cached: None });
+    };
+    let own_graph = file.kind == ModelKind::Safetensors;
+    match store.lookup(&key) {
+        cache::Lookup::Hit(entry) if entry.built.is_some() == own_graph => {
+            // The graph is optimised already: ONNX Runtime only loads it, reading the graph and
+            // the weights in place rather than copying them (the entry is kept as long as the
+            // session: see `OrtBackbone::_cached`).
+            let loaded = (|| -> Result<Session, String> {
+                let err = |e: ort::Error<_>| e.to_string();
+                let mut b = builder
+                    .with_optimization_level(GraphOptimizationLevel::Disable)
+                    .map_err(err)?
+                    .with_config_entry("session.use_ort_model_bytes_directly", "1")
+                    .map_err(err)?
+                    .with_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+                    .map_err(err)?;
+                b.commit_from_memory(entry.model()).map_err(|e| e.to_string())
+            })();
+            match loaded {
+                Ok(session) => {
+                    cache::log(|| format!("hit {} for {path}", entry.path.display()));
+                    let built = entry.built.clone();
+                    return Ok(Opened { session, provider, built, cached: Some(entry) });
+                }
+                Err(e) => eprintln!(
+                    "ort-tensorrt: ignoring the cached optimised model {} ({e}); rebuilding it",
+                    entry.path.display()
+                ),
+            }
+        }
+        cache::Lookup::Hit(entry) => eprintln!(
+            "ort-tensorrt: ignoring the cached optimised model {} (stale: made from another kind \
+             of model file); rebuilding it",
+            entry.path.display()
+        ),
+        cache::Lookup::Miss => cache::log(|| format!("miss for {path}")),
+        cache::Lookup::Bad(p, why) => eprintln!(
+            "ort-tensorrt: ignoring the cached optimised model {} ({why}); rebuilding it",
+            p.display()
+        ),
+    }
+    let model = load_model(config, file)?;
+    let (builder, _) = session_builder(rt, config, LEVEL)?;
+    let saved = store.temp_path(&key).and_then(|tmp| {
+        let session = builder
+            .with_optimized_model_path(&tmp)
+            .map_err(|e| e.to_string())
+            .and_then(|b| commit(b, &model, config));
+        match session {
+            Ok(session) => Ok((session, tmp)),
+            Err(e) => {
+                // Whatever ONNX Runtime wrote before failing.
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    });
+    match saved {
+        Ok((session, tmp)) => {
+            match store.commit(&tmp, &key, model.built.clone()) {
+                Ok(p) => cache::log(|| format!("stored {} for {path}", p.display())),
+                Err(e) => eprintln!("ort-tensorrt: not caching the optimised model: {e}"),
+            }
+            Ok(Opened { session, provider, built: model.built, cached: None })
+        }
+        Err(e) => {
+            // Saving may fail where loading does not (a full disk, a read-only cache): the
+            // model still loads, uncached; a model that cannot load fails here with its error.
+            let (builder, _) = session_builder(rt, config, LEVEL)?;
+            let session = commit(builder, &model, config)?;
+            eprintln!("ort-tensorrt: not caching the optimised model of {path}: {e}");
+            Ok(Opened { session, provider, built: model.built, cached: None })
+        }
+    }
+}
+
+/// A session and where it came from.
+struct Opened {
+    session: Session,
+    /// The first provider registered.
+    provider: ProviderName,
+    /// What irtdb's graph builder said about the model (`None`: an .onnx file).
+    built: Option<cache::Built>,
+    /// The cache entry the session reads in place.
+    cached: Option<cache::Entry>,
+}
+
+/// Commits `builder` with the model: irtdb's own graph from memory, an .onnx file from its path
+/// (so that weights kept as external data beside it are found).
+fn commit(
+    mut builder: ort::session::builder::SessionBuilder,
+    model: &LoadedModel,
+    config: &Config,
+) -> Result<Session, String> {
+    match &model.onnx {
+        Some(bytes) => builder.commit_from_memory(bytes),
+        None => builder.commit_from_file(&config.base.model),
+    }
+    .map_err(|e| format!("ONNX Runtime cannot load model {}: {e}", config.base.model.display()))
 }
 
 fn register_providers(
     mut builder: ort::session::builder::SessionBuilder,
     config: &Config,
-) -> Result<(ort::session::builder::SessionBuilder, ProviderName), String> {
+) -> Result<(ort::session::builder::SessionBuilder, Vec<ProviderName>), String> {
     let explicit = config.providers.is_some();
     let chain = config.providers.clone().unwrap_or_else(|| ProviderName::DEFAULT_CHAIN.to_vec());
     if chain.is_empty() {
         return Err("providers: the list is empty; name at least one of tensorrt, cuda, cpu".into());
     }
-    let mut first_ok = None;
+    let mut registered = Vec::new();
     let mut skipped = Vec::new();
     for p in chain {
         let result = match p {
@@ -236,9 +452,7 @@ fn register_providers(
             }
         };
         match result {
-            Ok(()) => {
-                first_ok.get_or_insert(p);
-            }
+            Ok(()) => registered.push(p),
             Err(e) if explicit => {
                 return Err(format!(
                     "execution provider '{}' was asked for but could not be registered: {e}",
@@ -248,10 +462,10 @@ fn register_providers(
             Err(e) => skipped.push(format!("{}: {e}", p.as_str())),
         }
     }
-    let used = first_ok.ok_or_else(|| {
-        format!("no execution provider could be registered ({})", skipped.join("; "))
-    })?;
-    Ok((builder, used))
+    if registered.is_empty() {
+        return Err(format!("no execution provider could be registered ({})", skipped.join("; ")));
+    }
+    Ok((builder, registered))
 }
 
 /// Checks that the loaded ONNX Runtime was built with the provider.
@@ -275,31 +489,17 @@ fn available(p: ProviderName) -> Result<(), String> {
 impl OrtBackbone {
     pub fn new(config: &Config) -> Result<Self, String> {
         let rt = runtime::environment()?;
-        let model = load_model(config)?;
+        let file = model_file(config)?;
         let path = config.base.model.display().to_string();
-        let mut builder = Session::builder(&rt.env)
-            .map_err(|e| e.to_string())?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| e.to_string())?;
-        if let Some(t) = config.base.threads.filter(|&t| t > 0) {
-            builder = builder.with_intra_threads(t).map_err(|e| e.to_string())?;
-        }
-        let (mut builder, provider) = register_providers(builder, config)?;
-        // An .onnx file loads from its path, so that weights kept as external data beside it
-        // are found; irtdb's own graphs come from memory.
-        let session = match &model.onnx {
-            Some(bytes) => builder.commit_from_memory(bytes),
-            None => builder.commit_from_file(&config.base.model),
-        }
-        .map_err(|e| format!("ONNX Runtime cannot load model {path}: {e}"))?;
+        let Opened { session, provider, built, cached } = open_session(rt, config, &file)?;
 
         let (input, size, dynamic) =
-            input_spec(&session, config, model.preprocess_hint.as_ref(), &path)?;
+            input_spec(&session, config, file.preprocess_hint.as_ref(), &path)?;
         let output_name = pick_output(&session, config.own.output.as_deref(), &path)?;
         let mut preprocess = Preprocess::imagenet(size[0]);
         preprocess.size = size;
         for o in
-            [model.preprocess_hint.as_ref(), config.base.preprocess.as_ref()].into_iter().flatten()
+            [file.preprocess_hint.as_ref(), config.base.preprocess.as_ref()].into_iter().flatten()
         {
             // `apply_overrides` ignores size keys: the size is the model's (or --input-size).
             preprocess.apply_overrides(o).map_err(|e| format!("model {path}: {e}"))?;
@@ -310,7 +510,7 @@ impl OrtBackbone {
             preprocess.std = [1.0; 3];
         }
         // Only an .onnx file's input is inferred; irtdb's own graphs are plain NCHW float32.
-        let input_info = model.onnx.is_none().then(|| InputInfo {
+        let input_info = built.is_none().then(|| InputInfo {
             layout: match input.layout {
                 Layout::Nchw => "nchw".into(),
                 Layout::Nhwc => "nhwc".into(),
@@ -331,13 +531,16 @@ impl OrtBackbone {
             input,
             output_name,
             info: BackboneInfo {
-                architecture: model.architecture,
+                architecture: built
+                    .as_ref()
+                    .map_or_else(|| "onnx".into(), |b| b.architecture.clone()),
                 preprocess,
                 output: OutputKind::Pooled,
                 dim: 0,
                 provider: provider.ort_name().to_string(),
                 input: input_info,
             },
+            _cached: cached,
         };
         // The output layout: from the model's declared output shape when every dimension but
         // the batch is fixed (irtdb's own graphs, most exports), else from one forward pass of a
@@ -366,7 +569,7 @@ impl OrtBackbone {
             2 => OutputKind::Pooled,
             3 => {
                 let t = out_shape[1];
-                let prefix = match model.prefix_tokens {
+                let prefix = match built.as_ref().map(|b| b.prefix_tokens).or(config.own.prefix_tokens) {
                     Some(p) => p,
                     None => guess_prefix(t).ok_or_else(|| {
                         format!(

@@ -12,8 +12,11 @@
 //!   `irtdb-onnx`.
 //!
 //! ONNX Runtime itself is loaded at run time (`ort`'s `load-dynamic`), see the `runtime` module.
+//! CPU sessions keep their optimised graph in a cache (`<cache dir>/irtdb/ort-cache`), so that a
+//! cold start skips ONNX Runtime's graph optimisation; see the `cache` module.
 
 mod backbone;
+mod cache;
 mod config;
 mod runtime;
 
@@ -53,6 +56,7 @@ impl PluginBackend for OrtPlugin {
             }
             Err(e) => d.notes.push(e),
         }
+        d.notes.push(cache::describe());
         d
     }
 
