@@ -385,3 +385,74 @@ fn scaled_jpeg_decoding_keeps_descriptors_and_orientation() {
         assert!(c >= 0.999, "orientation {orientation}: cosine {c} with the turned full decode");
     }
 }
+
+/// A textured 1600×1200 photo-like JPEG (decoded at 1/8 for the micro ViT's 36-pixel resize).
+fn write_textured_photo(path: &Path, seed: u32) {
+    let s = seed as f32;
+    write_image(path, 1600, 1200, |x, y| {
+        let (fx, fy) = (x as f32 / 1600.0, y as f32 / 1200.0);
+        let t = 30.0 * (x as f32 * 0.7 + s).sin() * (y as f32 * 0.9).cos();
+        let v = |b: f32| (b + t).clamp(0.0, 255.0) as u8;
+        [v(128.0 + 90.0 * (4.0 * fx + s).sin()), v(128.0 + 90.0 * (3.0 * fy).cos()), v(100.0)]
+    });
+}
+
+/// Scaled JPEG decoding is recorded with the collection: a new collection says so, and one made
+/// before the flag existed (its record lacks the key) keeps decoding every pixel, for new files
+/// and for queries, so its descriptors are never mixed with scaled ones.
+#[test]
+fn scaled_jpeg_decoding_is_part_of_the_collection_record() {
+    let Some(py) = test_python_with("sqlite3") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (model, _) = write_micro_vit(dir, false);
+    let gallery = dir.join("gallery");
+    std::fs::create_dir_all(&gallery).unwrap();
+    let a = gallery.join("a.jpg");
+    write_textured_photo(&a, 1);
+    let db = dir.join("c.db");
+    let index = || {
+        let mut c = irtdb();
+        c.args(["index", "--json", "--dim", "0", "--db"]).arg(&db).arg(&gallery);
+        c
+    };
+    // A copy outside the gallery is embedded (a collection's own file would be looked up).
+    let query = |file: &Path| {
+        let copy = dir.join("query.jpg");
+        std::fs::copy(file, &copy).unwrap();
+        let q = json(&run_expect(
+            irtdb().args(["query", "--json", "--exact", "--k", "1", "--db"]).arg(&db).arg(&copy),
+            0,
+        ));
+        q["results"][0]["hits"][0]["score"].as_f64().unwrap()
+    };
+    run_expect(index().arg("--model").arg(&model), 0);
+    let info = json(&run_expect(irtdb().args(["info", "--json", "--db"]).arg(&db), 0));
+    assert_eq!(info["model"]["jpeg_dct_scaling"], true, "{info}");
+    let scaled_self = query(&a);
+    assert!(scaled_self > 0.99999, "a query decodes as the collection did: {scaled_self}");
+
+    // What an older irtdb wrote: the same record without the key.
+    let edit = "import json, sqlite3, sys\n\
+                c = sqlite3.connect(sys.argv[1])\n\
+                (i, cfg), = c.execute('select id, config from models').fetchall()\n\
+                cfg = json.loads(cfg)\n\
+                del cfg['backbone']['preprocess']['jpeg_dct_scaling']\n\
+                c.execute('update models set config = ? where id = ?', (json.dumps(cfg), i))\n\
+                c.commit()\n";
+    let out = Command::new(py).args(["-c", edit]).arg(&db).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = json(&run_expect(irtdb().args(["info", "--json", "--db"]).arg(&db), 0));
+    assert_eq!(info["model"]["jpeg_dct_scaling"], false, "{info}");
+    // The query is now decoded in full: close to, but not exactly, the stored (scaled) one.
+    let mixed = query(&a);
+    eprintln!("stored 1/8 descriptor vs full-decode query: cosine {mixed}");
+    assert!(mixed > 0.99 && mixed < scaled_self, "{mixed} vs {scaled_self}");
+    // A new file is embedded as the record says (in full), and its query finds it exactly.
+    let b = gallery.join("b.jpg");
+    write_textured_photo(&b, 2);
+    let r = json(&run_expect(&mut index(), 0));
+    assert_eq!(r["added"], 1, "{r}");
+    let full_self = query(&b);
+    assert!(full_self > 0.99999, "new files and queries both decode in full: {full_self}");
+}
