@@ -125,6 +125,52 @@ fn main() -> Result<()> {
     }
     table.print();
 
+    // Decode alone at each scale (jpeg-decoder) against the full decode (zune-jpeg), one thread:
+    // where scaling pays, and where the slower entropy decoder eats the gain. (1/2, slower than
+    // the full decode, is not used: DecodeSize::jpeg_denominator.)
+    let mut table = Table::new(
+        "Decode alone, one thread, per image: each scale against the full decode",
+        &["photo", "scale", "decoder", "median ms", "speed vs full"],
+    );
+    for (label, files, (w, h)) in
+        [("4000×3000", &big, (4000u32, 3000u32)), ("800×600", &small, (800, 600))]
+    {
+        let scales: Vec<u32> = if w >= 4000 { vec![1, 4, 8] } else { vec![1, 4] };
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); scales.len()];
+        one_thread.install(|| {
+            for round in 0..=ROUNDS {
+                for f in files.iter() {
+                    for (d, t) in scales.iter().zip(&mut times) {
+                        let size = if *d == 1 {
+                            DecodeSize::Full
+                        } else {
+                            DecodeSize::AtLeast { width: w / d, height: h / d }
+                        };
+                        let start = Instant::now();
+                        let img = decode_file_sized(f, &limits, size).expect("decodes");
+                        let secs = start.elapsed().as_secs_f64();
+                        assert_eq!(img.scale_denominator, *d);
+                        if round > 0 {
+                            t.push(secs);
+                        }
+                    }
+                }
+            }
+        });
+        let yardstick = median(&times[0]);
+        for (d, t) in scales.iter().zip(&times) {
+            let decoder = if *d == 1 { "zune-jpeg (image)" } else { "jpeg-decoder" };
+            table.row(vec![
+                label.into(),
+                format!("1/{d}"),
+                decoder.into(),
+                ms(median(t)),
+                format!("{}×", num(yardstick / median(t))),
+            ]);
+        }
+    }
+    table.print();
+
     // The preparation side of `irtdb index`: all cores, batches of 32, as the index pipeline.
     let mut table = Table::new(
         "BatchPipeline (decode + preprocess on all cores, batches of 32), images per second",

@@ -124,7 +124,7 @@ pub struct Preprocess {
     /// made before irtdb composited transparency, which dropped the alpha channel.
     #[serde(default = "AlphaBackground::recorded_before")]
     pub alpha_background: AlphaBackground,
-    /// Whether a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain (as
+    /// Whether a JPEG may be decoded at 1/4 or 1/8 of its size in the DCT domain (as
     /// Pillow's `Image.draft` and libjpeg's scaled decoding do) when that still leaves the
     /// shorter side at least [`Preprocess::resize_shorter_to`]; the resize then starts from the
     /// smaller image. irtdb's addition: much faster on camera photos, and the descriptors differ

@@ -9,7 +9,7 @@
 //! - [`decode_file`] / [`decode_bytes`]: decode by content (not extension), with pixel and memory
 //!   limits checked from the header before any pixel buffer is allocated, EXIF orientation
 //!   applied, and everything converted to 8-bit RGB (plus alpha); HEIC/AVIF through the
-//!   system's libheif ([`heif`]); [`decode_file_sized`] decodes a JPEG at 1/2, 1/4 or 1/8 scale
+//!   system's libheif ([`heif`]); [`decode_file_sized`] decodes a JPEG at 1/4 or 1/8 scale
 //!   when preprocessing will shrink it below that anyway ([`DecodeSize`]).
 //! - [`preprocess`]: timm's eval transform (resize shorter side, centre crop, normalise).
 //! - [`prepare_batch`] and [`BatchPipeline`]: decode and preprocess in parallel, the pipeline on a

@@ -1,4 +1,4 @@
-//! JPEG decoding at 1/2, 1/4 or 1/8 scale (DCT domain): the scale chosen, what preprocessing
+//! JPEG decoding at 1/4 or 1/8 scale (DCT domain): the scale chosen, what preprocessing
 //! makes of the smaller image compared with a full decode, orientation, colour models,
 //! progressive files and the limits.
 
@@ -70,7 +70,8 @@ fn scale_is_the_smallest_that_still_covers_the_need() {
     assert_eq!(short.jpeg_denominator(2047, 2048, false), 8); // ceil(2047 / 8) = 256
     assert_eq!(short.jpeg_denominator(2040, 2048, false), 4); // 2040 / 8 = 255
     assert_eq!(short.jpeg_denominator(2048, 2048, false), 8); // exactly 256
-    assert_eq!(short.jpeg_denominator(1000, 1000, false), 2); // 1/4 → 250
+    assert_eq!(short.jpeg_denominator(1000, 1000, false), 1); // 1/4 → 250; 1/2 is not used
+    assert_eq!(short.jpeg_denominator(1100, 1024, false), 4);
     assert_eq!(short.jpeg_denominator(511, 300, false), 1);
     assert_eq!(short.jpeg_denominator(100, 80, false), 1); // smaller than needed: full
     assert_eq!(DecodeSize::Full.jpeg_denominator(4000, 3000, false), 1);
