@@ -27,7 +27,8 @@ pub fn run(args: Args) -> Result<()> {
     println!("images     {} ({} embedded, {} failed)", info.images, info.embedded, info.failed);
     if let Some(m) = &info.model {
         println!(
-            "model      {} via {}, {} pooling, {}-d, input {}x{} (crop {}, transparency: {})",
+            "model      {} via {}, {} pooling, {}-d, input {}x{} (crop {}, transparency: {}, \
+             JPEG decode: {})",
             m.architecture,
             m.plugin,
             m.pooling,
@@ -35,7 +36,8 @@ pub fn run(args: Args) -> Result<()> {
             m.input_size[0],
             m.input_size[1],
             m.crop_pct,
-            m.alpha_background
+            m.alpha_background,
+            if m.jpeg_dct_scaling { "scaled" } else { "full" }
         );
         println!(
             "weights    {} (blake3 {}){}",

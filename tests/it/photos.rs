@@ -304,3 +304,155 @@ fn collections_from_before_compositing_keep_dropping_alpha() {
     assert_eq!(top["path"], "c.png", "{q}");
     assert!(top["score"].as_f64().unwrap() > 0.99999, "query embedded as the collection: {q}");
 }
+
+/// Camera photos are decoded at 1/8 scale in the DCT domain when preprocessing shrinks them
+/// anyway: on a 12-megapixel photo-like JPEG, a random ViT at 224×224 gives a descriptor within
+/// cosine 0.999 of the full decode's, and an EXIF orientation 6 or 8 file gives that of an
+/// independent full decode turned by the image crate.
+#[test]
+fn scaled_jpeg_decoding_keeps_descriptors_and_orientation() {
+    use image::{imageops, Rgb, RgbImage};
+    use irtdb_core::Preprocess;
+
+    let mut cfg = irtdb_onnx::testing::deit_config("vit_micro").expect("vit_micro preset");
+    cfg.img_size = [224, 224];
+    cfg.patch = 16;
+    let overrides = irtdb_onnx::ConfigOverrides { heads: Some(cfg.heads), ..Default::default() };
+    let weights =
+        irtdb_onnx::VitWeights::from_tensors(irtdb_onnx::testing::random_vit(&cfg, 11), &overrides)
+            .unwrap();
+    let descriptor = |x: &[f32]| -> Vec<f32> {
+        let tokens = irtdb_onnx::reference::forward(&weights, x, 1);
+        let cls = &tokens[..cfg.dim];
+        let n = cls.iter().map(|v| v * v).sum::<f32>().sqrt();
+        cls.iter().map(|v| v / n).collect()
+    };
+    let cosine = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+
+    // Smooth colour fields, fine texture (which a 1/8 decode averages) and noise.
+    let (w, h) = (4000u32, 3000u32);
+    let photo = RgbImage::from_fn(w, h, |x, y| {
+        let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+        let texture = 20.0 * (x as f32 * 0.31).sin() * (y as f32 * 0.23).cos();
+        let noise = ((x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) % 13) as f32;
+        let v = |base: f32| (base + texture + noise - 6.0).clamp(0.0, 255.0) as u8;
+        Rgb([
+            v(128.0 + 90.0 * (5.0 * fx).sin()),
+            v(128.0 + 90.0 * (3.0 * fy + 1.0).cos()),
+            v(128.0 + 80.0 * (4.0 * (fx - fy)).sin()),
+        ])
+    });
+    let mut plain = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut plain, 90)
+        .encode_image(&photo)
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = DecodeLimits::default();
+    let scaled = Preprocess::imagenet(224);
+    assert!(scaled.jpeg_dct_scaling, "new records scale");
+    let full = Preprocess { jpeg_dct_scaling: false, ..scaled.clone() };
+
+    let path = tmp.path().join("photo.jpg");
+    std::fs::write(&path, &plain).unwrap();
+    let (xs, meta) = irtdb_image::prepare_file(&path, &scaled, &limits).unwrap();
+    assert_eq!((meta.width, meta.height), (w, h), "the stored size is the full one");
+    let (xf, _) = irtdb_image::prepare_file(&path, &full, &limits).unwrap();
+    let c = cosine(&descriptor(xs.as_slice().unwrap()), &descriptor(xf.as_slice().unwrap()));
+    assert!(c >= 0.999, "1/8 decode vs full decode: descriptor cosine {c}");
+
+    let stored = decode_file(&path, &limits).unwrap().rgb;
+    for (orientation, turned) in
+        [(6u16, imageops::rotate90(&stored)), (8, imageops::rotate270(&stored))]
+    {
+        // EXIF APP1 with only Orientation, right after SOI.
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        exif.extend_from_slice(&orientation.to_be_bytes());
+        exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut bytes = plain[..2].to_vec();
+        bytes.extend_from_slice(&[0xFF, 0xE1]);
+        bytes.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+        bytes.extend_from_slice(&exif);
+        bytes.extend_from_slice(&plain[2..]);
+        let file = tmp.path().join(format!("o{orientation}.jpg"));
+        std::fs::write(&file, &bytes).unwrap();
+        let (x, meta) = irtdb_image::prepare_file(&file, &scaled, &limits).unwrap();
+        assert_eq!((meta.width, meta.height), (h, w), "orientation {orientation} turns the photo");
+        let independent = irtdb_image::preprocess_to_array(&turned, &scaled);
+        let c = cosine(
+            &descriptor(x.as_slice().unwrap()),
+            &descriptor(independent.as_slice().unwrap()),
+        );
+        assert!(c >= 0.999, "orientation {orientation}: cosine {c} with the turned full decode");
+    }
+}
+
+/// A textured 1600×1200 photo-like JPEG (decoded at 1/8 for the micro ViT's 36-pixel resize).
+fn write_textured_photo(path: &Path, seed: u32) {
+    let s = seed as f32;
+    write_image(path, 1600, 1200, |x, y| {
+        let (fx, fy) = (x as f32 / 1600.0, y as f32 / 1200.0);
+        let t = 30.0 * (x as f32 * 0.7 + s).sin() * (y as f32 * 0.9).cos();
+        let v = |b: f32| (b + t).clamp(0.0, 255.0) as u8;
+        [v(128.0 + 90.0 * (4.0 * fx + s).sin()), v(128.0 + 90.0 * (3.0 * fy).cos()), v(100.0)]
+    });
+}
+
+/// Scaled JPEG decoding is recorded with the collection: a new collection says so, and one made
+/// before the flag existed (its record lacks the key) keeps decoding every pixel, for new files
+/// and for queries, so its descriptors are never mixed with scaled ones.
+#[test]
+fn scaled_jpeg_decoding_is_part_of_the_collection_record() {
+    let Some(py) = test_python_with("sqlite3") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (model, _) = write_micro_vit(dir, false);
+    let gallery = dir.join("gallery");
+    std::fs::create_dir_all(&gallery).unwrap();
+    let a = gallery.join("a.jpg");
+    write_textured_photo(&a, 1);
+    let db = dir.join("c.db");
+    let index = || {
+        let mut c = irtdb();
+        c.args(["index", "--json", "--dim", "0", "--db"]).arg(&db).arg(&gallery);
+        c
+    };
+    // A copy outside the gallery is embedded (a collection's own file would be looked up).
+    let query = |file: &Path| {
+        let copy = dir.join("query.jpg");
+        std::fs::copy(file, &copy).unwrap();
+        let q = json(&run_expect(
+            irtdb().args(["query", "--json", "--exact", "--k", "1", "--db"]).arg(&db).arg(&copy),
+            0,
+        ));
+        q["results"][0]["hits"][0]["score"].as_f64().unwrap()
+    };
+    run_expect(index().arg("--model").arg(&model), 0);
+    let info = json(&run_expect(irtdb().args(["info", "--json", "--db"]).arg(&db), 0));
+    assert_eq!(info["model"]["jpeg_dct_scaling"], true, "{info}");
+    let scaled_self = query(&a);
+    assert!(scaled_self > 0.99999, "a query decodes as the collection did: {scaled_self}");
+
+    // What an older irtdb wrote: the same record without the key.
+    let edit = "import json, sqlite3, sys\n\
+                c = sqlite3.connect(sys.argv[1])\n\
+                (i, cfg), = c.execute('select id, config from models').fetchall()\n\
+                cfg = json.loads(cfg)\n\
+                del cfg['backbone']['preprocess']['jpeg_dct_scaling']\n\
+                c.execute('update models set config = ? where id = ?', (json.dumps(cfg), i))\n\
+                c.commit()\n";
+    let out = Command::new(py).args(["-c", edit]).arg(&db).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = json(&run_expect(irtdb().args(["info", "--json", "--db"]).arg(&db), 0));
+    assert_eq!(info["model"]["jpeg_dct_scaling"], false, "{info}");
+    // The query is now decoded in full: close to, but not exactly, the stored (scaled) one.
+    let mixed = query(&a);
+    eprintln!("stored 1/8 descriptor vs full-decode query: cosine {mixed}");
+    assert!(mixed > 0.99 && mixed < scaled_self, "{mixed} vs {scaled_self}");
+    // A new file is embedded as the record says (in full), and its query finds it exactly.
+    let b = gallery.join("b.jpg");
+    write_textured_photo(&b, 2);
+    let r = json(&run_expect(&mut index(), 0));
+    assert_eq!(r["added"], 1, "{r}");
+    let full_self = query(&b);
+    assert!(full_self > 0.99999, "new files and queries both decode in full: {full_self}");
+}

@@ -111,10 +111,11 @@ pub fn check_weights(row: &ModelRow, stored: &StoredModel) -> Result<()> {
 /// Fails when a freshly opened backbone differs from what the collection recorded.
 pub fn check_backbone(stored: &StoredModel, now: &BackboneInfo) -> Result<()> {
     let then = &stored.backbone;
-    // The alpha background is applied by the host from the record, whatever a plugin's default.
+    // The alpha background and JPEG DCT scaling are applied by the host from the record,
+    // whatever a plugin's default.
     if then.dim != now.dim
         || then.output != now.output
-        || !then.preprocess.same_apart_from_alpha(&now.preprocess)
+        || !then.preprocess.same_apart_from_host_settings(&now.preprocess)
     {
         let message = format!(
             "the model now describes itself differently from when the collection was indexed \

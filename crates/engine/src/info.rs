@@ -38,6 +38,9 @@ pub struct ModelInfo {
     pub crop_pct: f32,
     /// What transparent pixels become (`drop` for collections made before irtdb composited).
     pub alpha_background: irtdb_core::AlphaBackground,
+    /// Whether JPEGs are decoded at a reduced scale when preprocessing allows (`false` for
+    /// collections made before irtdb did, which keep decoding every pixel).
+    pub jpeg_dct_scaling: bool,
     pub random_weights: bool,
     /// `hf-hub:ORG/NAME@COMMIT` when the weights came from the hub.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,6 +122,7 @@ pub fn run_checked(db: &Path, check: bool) -> Result<Info> {
             input_size: stored.backbone.preprocess.size,
             crop_pct: stored.backbone.preprocess.crop_pct,
             alpha_background: stored.backbone.preprocess.alpha_background,
+            jpeg_dct_scaling: stored.backbone.preprocess.jpeg_dct_scaling,
             random_weights: row.random_weights,
             hub: stored.spec.hub.as_ref().map(|h| h.pinned()),
             input: stored.backbone.input.clone(),

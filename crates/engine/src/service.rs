@@ -279,8 +279,12 @@ impl Service {
                 format!("the collection's preprocessing is invalid: {e}"),
             )
         })?;
-        let decoded =
-            irtdb_image::decode_bytes(bytes, Path::new("the uploaded image"), &self.limits)?;
+        let decoded = irtdb_image::decode_bytes_sized(
+            bytes,
+            Path::new("the uploaded image"),
+            &self.limits,
+            irtdb_image::DecodeSize::for_preprocess(p),
+        )?;
         let [h, w] = p.size;
         let mut tensor = Array4::<f32>::zeros((1, 3, h as usize, w as usize));
         irtdb_image::preprocess(
@@ -424,7 +428,10 @@ impl Service {
     /// A JPEG thumbnail (at most `size` × `size`) of image `id`.
     pub fn thumbnail(&self, id: i64, size: u32) -> ServiceResult<Vec<u8>> {
         let file = self.image_file(id)?;
-        let img = irtdb_image::decode_file(&file, &self.limits).map_err(|e| {
+        // Both sides at least `size` (more than a fit in size × size needs): a camera JPEG is
+        // decoded at 1/8 or 1/4 instead of in full.
+        let at_least = irtdb_image::DecodeSize::AtLeast { width: size, height: size };
+        let img = irtdb_image::decode_file_sized(&file, &self.limits, at_least).map_err(|e| {
             ServiceError::new(ErrorKind::NotFound, format!("image {id} cannot be decoded now: {e}"))
         })?;
         irtdb_image::thumbnail_jpeg(&img, size).map_err(|e| {

@@ -17,7 +17,7 @@ use ndarray::{Array3, Array4};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{decode_file, DecodeLimits};
+use crate::decode::{decode_file_sized, DecodeLimits, DecodeSize};
 use crate::error::{Error, Result};
 use crate::preprocess::preprocess;
 
@@ -31,6 +31,8 @@ pub struct ImageMeta {
 }
 
 /// Decodes and preprocesses one file: a `[3, H, W]` tensor and the image's size.
+///
+/// A JPEG is decoded at a reduced scale when `p.jpeg_dct_scaling` allows ([`DecodeSize::for_preprocess`]).
 pub fn prepare_file(
     path: &Path,
     p: &Preprocess,
@@ -60,7 +62,7 @@ fn prepare_into(
 ) -> Result<ImageMeta> {
     p.validate()
         .map_err(|e| Error::Preprocess { path: path.to_path_buf(), detail: e.to_string() })?;
-    let decoded = decode_file(path, limits)?;
+    let decoded = decode_file_sized(path, limits, DecodeSize::for_preprocess(p))?;
     preprocess(&decoded.flattened(p.alpha_background), p, out);
     Ok(ImageMeta { width: decoded.original_width, height: decoded.original_height })
 }

@@ -11,6 +11,15 @@
 //! `Image.open`, ignores EXIF orientation; irtdb applies it because a query photo taken upright
 //! should match its gallery twin whatever the camera stored.) An alpha channel is kept beside the
 //! colours, for [`DecodedImage::flattened`] to composite as the model's preprocessing says.
+//!
+//! A caller that will shrink the image anyway says how large it must stay ([`DecodeSize`]): a
+//! JPEG is then decoded at 1/4 or 1/8 of its size in the DCT domain (the inverse DCT of each 8×8
+//! block computed at 2×2 or 1×1, as libjpeg's scaled decoding and Pillow's `Image.draft` do), by
+//! `jpeg-decoder`, choosing the smallest scale whose result is still at least that size (1/2 is
+//! left out: see [`DecodeSize::jpeg_denominator`]). A 12-megapixel photo prepared for a
+//! 224-pixel model is decoded at 1/8.
+//! Other formats, and JPEGs the scaled decoder does not handle (12-bit, lossless), are decoded
+//! in full.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read, Seek};
@@ -20,7 +29,7 @@ use std::path::Path;
 use image::error::{ImageError, LimitErrorKind};
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
-use irtdb_core::AlphaBackground;
+use irtdb_core::{AlphaBackground, Preprocess};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -40,18 +49,80 @@ impl Default for DecodeLimits {
     }
 }
 
+/// How large a decoded image must be; lets a JPEG be decoded at a reduced scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DecodeSize {
+    /// Every pixel (what [`decode_file`] and [`decode_bytes`] do).
+    #[default]
+    Full,
+    /// The shorter side at least this many pixels (the same whatever the orientation).
+    ShorterSideAtLeast(u32),
+    /// At least this width and height once upright (after the EXIF orientation), so a photo
+    /// stored sideways (orientation 5 to 8) needs `height` of its stored width.
+    AtLeast {
+        /// Upright width.
+        width: u32,
+        /// Upright height.
+        height: u32,
+    },
+}
+
+impl DecodeSize {
+    /// What [`crate::preprocess`] needs of an image under `p`: its shorter side at least
+    /// [`Preprocess::resize_shorter_to`] when `p.jpeg_dct_scaling` is set, every pixel
+    /// otherwise (a collection recorded before the flag existed).
+    pub fn for_preprocess(p: &Preprocess) -> Self {
+        if p.jpeg_dct_scaling {
+            DecodeSize::ShorterSideAtLeast(p.resize_shorter_to())
+        } else {
+            DecodeSize::Full
+        }
+    }
+
+    /// The JPEG scale denominator (1, 4 or 8) for an image stored as `width × height`, whose
+    /// EXIF orientation turns it by 90° when `sideways`: the largest whose decoded size (libjpeg's
+    /// `ceil(side / d)`) still meets this requirement.
+    ///
+    /// 1/2 is never chosen: jpeg-decoder's entropy decoding is slower than the full decoder's
+    /// (zune-jpeg), and at 1/2 the smaller inverse DCT does not make up for it (0.75–0.85× the
+    /// speed of a full decode in `cargo bench --bench decode`); at 1/4 and 1/8 it does.
+    pub fn jpeg_denominator(self, width: u32, height: u32, sideways: bool) -> u32 {
+        let (need_w, need_h) = match self {
+            DecodeSize::Full => return 1,
+            DecodeSize::ShorterSideAtLeast(n) => {
+                if width <= height {
+                    (n, 0)
+                } else {
+                    (0, n)
+                }
+            }
+            DecodeSize::AtLeast { width: w, height: h } if sideways => (h, w),
+            DecodeSize::AtLeast { width: w, height: h } => (w, h),
+        };
+        [8, 4]
+            .into_iter()
+            .find(|&d| width.div_ceil(d) >= need_w && height.div_ceil(d) >= need_h)
+            .unwrap_or(1)
+    }
+}
+
 /// A decoded image: 8-bit RGB, upright (EXIF orientation applied), and its alpha channel if it
 /// has one.
 #[derive(Clone, Debug)]
 pub struct DecodedImage {
-    /// The colour channels as stored (under transparent pixels: whatever the file holds).
+    /// The colour channels as stored (under transparent pixels: whatever the file holds), at
+    /// `1 / scale_denominator` of the image's size.
     pub rgb: RgbImage,
     /// Opacity per pixel (255 = opaque), for images with transparency.
     pub alpha: Option<GrayImage>,
-    /// Width of the image as stored, after the EXIF orientation was applied (= `rgb.width()`).
+    /// Full width of the image, after the EXIF orientation was applied (= `rgb.width()` unless
+    /// it was decoded at a reduced scale).
     pub original_width: u32,
-    /// Height after the EXIF orientation was applied (= `rgb.height()`).
+    /// Full height after the EXIF orientation was applied.
     pub original_height: u32,
+    /// 1 for a full decode; 4 or 8 for a JPEG decoded at that fraction of its size
+    /// (`rgb` is then `ceil(original / scale_denominator)` on each side).
+    pub scale_denominator: u32,
 }
 
 impl DecodedImage {
@@ -74,12 +145,21 @@ impl DecodedImage {
 
 /// Decodes the file at `path`; see [`decode_bytes`] for what is accepted and how it is converted.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DecodedImage> {
+    decode_file_sized(path, limits, DecodeSize::Full)
+}
+
+/// [`decode_file`], reduced to no less than `size` where the format allows (see [`DecodeSize`]).
+pub fn decode_file_sized(
+    path: &Path,
+    limits: &DecodeLimits,
+    size: DecodeSize,
+) -> Result<DecodedImage> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len == 0 {
         return Err(Error::Empty { path: path.to_path_buf() });
     }
-    decode_reader(BufReader::new(file), path, limits)
+    decode_reader(BufReader::new(file), path, limits, size)
 }
 
 /// Decodes an image held in memory; `name_for_errors` is the file name errors report.
@@ -95,19 +175,30 @@ pub fn decode_bytes(
     name_for_errors: &Path,
     limits: &DecodeLimits,
 ) -> Result<DecodedImage> {
+    decode_bytes_sized(bytes, name_for_errors, limits, DecodeSize::Full)
+}
+
+/// [`decode_bytes`], reduced to no less than `size` where the format allows (see [`DecodeSize`]).
+pub fn decode_bytes_sized(
+    bytes: &[u8],
+    name_for_errors: &Path,
+    limits: &DecodeLimits,
+    size: DecodeSize,
+) -> Result<DecodedImage> {
     if bytes.is_empty() {
         return Err(Error::Empty { path: name_for_errors.to_path_buf() });
     }
-    decode_reader(Cursor::new(bytes), name_for_errors, limits)
+    decode_reader(Cursor::new(bytes), name_for_errors, limits, size)
 }
 
 fn decode_reader<R: BufRead + Seek>(
     reader: R,
     path: &Path,
     limits: &DecodeLimits,
+    size: DecodeSize,
 ) -> Result<DecodedImage> {
     // A decoder that panics on hostile input must cost one file, not the whole run.
-    match catch_unwind(AssertUnwindSafe(|| decode_unguarded(reader, path, limits))) {
+    match catch_unwind(AssertUnwindSafe(|| decode_unguarded(reader, path, limits, size))) {
         Ok(result) => result,
         Err(payload) => {
             let message = payload
@@ -127,6 +218,7 @@ fn decode_unguarded<R: BufRead + Seek>(
     reader: R,
     path: &Path,
     limits: &DecodeLimits,
+    size: DecodeSize,
 ) -> Result<DecodedImage> {
     let reader = ImageReader::new(reader).with_guessed_format().map_err(|e| Error::io(path, e))?;
     match reader.format() {
@@ -152,6 +244,7 @@ fn decode_unguarded<R: BufRead + Seek>(
                 original_height: rgb.height(),
                 rgb,
                 alpha,
+                scale_denominator: 1,
             })
         }
         Some(ImageFormat::Jpeg) => {
@@ -160,19 +253,21 @@ fn decode_unguarded<R: BufRead + Seek>(
             let mut data = Vec::new();
             reader.into_inner().read_to_end(&mut data).map_err(|e| Error::io(path, e))?;
             let reader = ImageReader::with_format(Cursor::new(data.as_slice()), ImageFormat::Jpeg);
-            decode_with(reader, path, limits, || jpeg_reaches_end(&data))
+            decode_with(reader, path, limits, &|| jpeg_reaches_end(&data), Some((&data, size)))
         }
-        Some(_) => decode_with(reader, path, limits, || true),
+        Some(_) => decode_with(reader, path, limits, &|| true, None),
     }
 }
 
 /// Decodes with the size checks; `complete` is asked after the header passed them, before the
-/// pixels are decoded.
+/// pixels are decoded. `jpeg`: the whole JPEG stream and how large its decode must be, for a
+/// scaled decode.
 fn decode_with<R: BufRead + Seek>(
     mut reader: ImageReader<R>,
     path: &Path,
     limits: &DecodeLimits,
-    complete: impl FnOnce() -> bool,
+    complete: &dyn Fn() -> bool,
+    jpeg: Option<(&[u8], DecodeSize)>,
 ) -> Result<DecodedImage> {
     let mut image_limits = image::Limits::no_limits();
     image_limits.max_alloc = Some(limits.max_alloc_bytes);
@@ -220,6 +315,19 @@ fn decode_with<R: BufRead + Seek>(
 
     // A damaged EXIF block is no reason to reject the pixels: fall back to "as stored".
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    if let Some((data, size)) = jpeg {
+        let denominator = size.jpeg_denominator(width, height, turns_sideways(orientation));
+        if denominator > 1 {
+            let header = ScaledJpeg { width, height, denominator, orientation };
+            drop(decoder); // it holds its own copy of the stream
+            if let Some(decoded) = decode_jpeg_scaled(data, path, limits, header)? {
+                return Ok(decoded);
+            }
+            // A JPEG the scaled decoder does not handle: decode every pixel after all.
+            let reader = ImageReader::with_format(Cursor::new(data), ImageFormat::Jpeg);
+            return decode_with(reader, path, limits, &|| true, None);
+        }
+    }
     let mut image =
         DynamicImage::from_decoder(decoder).map_err(|e| convert_error(e, path, limits))?;
     image.apply_orientation(orientation);
@@ -228,7 +336,142 @@ fn decode_with<R: BufRead + Seek>(
     } else {
         (image.into_rgb8(), None)
     };
-    Ok(DecodedImage { original_width: rgb.width(), original_height: rgb.height(), rgb, alpha })
+    Ok(DecodedImage {
+        original_width: rgb.width(),
+        original_height: rgb.height(),
+        rgb,
+        alpha,
+        scale_denominator: 1,
+    })
+}
+
+/// Whether an EXIF orientation swaps width and height.
+fn turns_sideways(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// What the header told about a JPEG to decode at a reduced scale.
+struct ScaledJpeg {
+    /// Stored size (before the orientation).
+    width: u32,
+    height: u32,
+    denominator: u32,
+    orientation: Orientation,
+}
+
+/// Decodes `data` at `1 / denominator` of its size with `jpeg-decoder`, whose inverse DCT
+/// computes each 8×8 block at the reduced size; `None` for a JPEG it does not scale (12-bit
+/// samples, lossless coding), which the caller decodes in full.
+///
+/// The header has passed the pixel limit already; the memory this decode needs is checked
+/// before any of it is allocated: the colour planes and output at the reduced size, plus, for a
+/// progressive JPEG, every DCT coefficient at full size (2 bytes per sample and component).
+fn decode_jpeg_scaled(
+    data: &[u8],
+    path: &Path,
+    limits: &DecodeLimits,
+    jpeg: ScaledJpeg,
+) -> Result<Option<DecodedImage>> {
+    use jpeg_decoder::{CodingProcess, PixelFormat};
+
+    let mut decoder = jpeg_decoder::Decoder::new(data);
+    decoder.read_info().map_err(|e| jpeg_error(e, path))?;
+    let info = decoder.info().expect("read_info succeeded");
+    if info.coding_process == CodingProcess::Lossless
+        || info.pixel_format == PixelFormat::L16
+        || (u32::from(info.width), u32::from(info.height)) != (jpeg.width, jpeg.height)
+    {
+        return Ok(None);
+    }
+    let want = (jpeg.width.div_ceil(jpeg.denominator), jpeg.height.div_ceil(jpeg.denominator));
+    // `scale` picks the smallest scale reaching the request on either side: asking for exactly
+    // the size of the chosen scale gets that scale.
+    let (w, h) = decoder.scale(want.0 as u16, want.1 as u16).map_err(|e| jpeg_error(e, path))?;
+    if (u32::from(w), u32::from(h)) != want {
+        return Ok(None);
+    }
+
+    let channels = info.pixel_format.pixel_bytes() as u64;
+    let scaled = u64::from(w) * u64::from(h);
+    // Component planes, the decoder's interleaved output, and our RGB image.
+    let mut needed = scaled * (channels + channels + 3);
+    if info.coding_process == CodingProcess::DctProgressive {
+        let padded =
+            u64::from(jpeg.width.div_ceil(32) * 32) * u64::from(jpeg.height.div_ceil(32) * 32);
+        needed += channels * padded * 2;
+    }
+    if needed > limits.max_alloc_bytes {
+        return Err(Error::TooMuchMemory {
+            path: path.to_path_buf(),
+            detail: format!(
+                "decoding {}×{} at 1/{} needs about {needed} bytes",
+                jpeg.width, jpeg.height, jpeg.denominator
+            ),
+            limit: limits.max_alloc_bytes,
+        });
+    }
+    decoder.set_max_decoding_buffer_size(
+        usize::try_from(limits.max_alloc_bytes).unwrap_or(usize::MAX),
+    );
+    let pixels = decoder.decode().map_err(|e| jpeg_error(e, path))?;
+    let (w, h) = (u32::from(w), u32::from(h));
+    let raw = match info.pixel_format {
+        PixelFormat::RGB24 => pixels,
+        PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        // jpeg-decoder gives plain CMYK (Adobe's inversion undone, YCCK converted); the image
+        // crate's decoder (zune-jpeg), which gives the full-size result, computes R = C'·K' / 255
+        // on the stored (inverted) values C' = 255 − C, K' = 255 − K. Do the same.
+        PixelFormat::CMYK32 => pixels
+            .chunks_exact(4)
+            .flat_map(|px| {
+                let k = 255 - u32::from(px[3]);
+                let blend = |c: u8| {
+                    let t = (255 - u32::from(c)) * k + 128;
+                    ((t + (t >> 8)) >> 8) as u8
+                };
+                [blend(px[0]), blend(px[1]), blend(px[2])]
+            })
+            .collect(),
+        PixelFormat::L16 => unreachable!("12-bit JPEGs are decoded in full"),
+    };
+    let rgb = RgbImage::from_raw(w, h, raw).ok_or_else(|| Error::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("the JPEG decoder returned a buffer that does not hold {w}×{h} pixels"),
+    })?;
+    let mut image = DynamicImage::ImageRgb8(rgb);
+    image.apply_orientation(jpeg.orientation);
+    let (original_width, original_height) = if turns_sideways(jpeg.orientation) {
+        (jpeg.height, jpeg.width)
+    } else {
+        (jpeg.width, jpeg.height)
+    };
+    Ok(Some(DecodedImage {
+        rgb: image.into_rgb8(),
+        alpha: None,
+        original_width,
+        original_height,
+        scale_denominator: jpeg.denominator,
+    }))
+}
+
+fn jpeg_error(error: jpeg_decoder::Error, path: &Path) -> Error {
+    let path = path.to_path_buf();
+    match error {
+        jpeg_decoder::Error::Unsupported(feature) => {
+            Error::Unsupported { path, detail: format!("JPEG feature not supported: {feature:?}") }
+        }
+        jpeg_decoder::Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Error::Corrupt { path, detail: "the file ends early (truncated)".into() }
+        }
+        jpeg_decoder::Error::Io(e) => Error::Io { path, error: e },
+        other => Error::Corrupt { path, detail: other.to_string() },
+    }
 }
 
 /// The colour channels and, unless every pixel is opaque (many PNGs carry an alpha channel that

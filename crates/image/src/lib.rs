@@ -9,7 +9,8 @@
 //! - [`decode_file`] / [`decode_bytes`]: decode by content (not extension), with pixel and memory
 //!   limits checked from the header before any pixel buffer is allocated, EXIF orientation
 //!   applied, and everything converted to 8-bit RGB (plus alpha); HEIC/AVIF through the
-//!   system's libheif ([`heif`]).
+//!   system's libheif ([`heif`]); [`decode_file_sized`] decodes a JPEG at 1/4 or 1/8 scale
+//!   when preprocessing will shrink it below that anyway ([`DecodeSize`]).
 //! - [`preprocess`]: timm's eval transform (resize shorter side, centre crop, normalise).
 //! - [`prepare_batch`] and [`BatchPipeline`]: decode and preprocess in parallel, the pipeline on a
 //!   background thread so that preparing batch n+1 overlaps the model's forward of batch n.
@@ -27,7 +28,10 @@ mod scan;
 
 pub use augment::{AugmentDraw, TrainAugment};
 pub use batch::{prepare_batch, prepare_file, BatchPipeline, ImageMeta, PreparedBatch};
-pub use decode::{decode_bytes, decode_file, DecodeLimits, DecodedImage};
+pub use decode::{
+    decode_bytes, decode_bytes_sized, decode_file, decode_file_sized, DecodeLimits, DecodeSize,
+    DecodedImage,
+};
 pub use edit::{crop_to_box, thumbnail_jpeg};
 pub use error::{Error, Result};
 pub use preprocess::{preprocess, preprocess_to_array};

@@ -196,7 +196,12 @@ pub fn embed_cropped<B: Backbone>(
         let arrays = chunk
             .par_iter()
             .map(|(path, bbx)| {
-                let img = irtdb_image::decode_file(path, limits)?
+                // A bounding box is in the full image's pixels: decode those in full.
+                let size = match bbx {
+                    Some(_) => irtdb_image::DecodeSize::Full,
+                    None => irtdb_image::DecodeSize::for_preprocess(&p),
+                };
+                let img = irtdb_image::decode_file_sized(path, limits, size)?
                     .flattened(p.alpha_background)
                     .into_owned();
                 let img = match bbx {

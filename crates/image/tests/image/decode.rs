@@ -54,7 +54,7 @@ fn gif_first_frame_keeps_its_colours() {
 }
 
 /// An EXIF APP1 segment holding only Orientation = `value` (big-endian TIFF).
-fn exif_app1(value: u16) -> Vec<u8> {
+pub(crate) fn exif_app1(value: u16) -> Vec<u8> {
     let mut payload = b"Exif\0\0".to_vec();
     payload.extend_from_slice(b"MM\0\x2a\0\0\0\x08"); // TIFF header, IFD0 at offset 8
     payload.extend_from_slice(&1u16.to_be_bytes()); // one entry

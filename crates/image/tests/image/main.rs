@@ -3,5 +3,6 @@
 mod decode;
 mod pipeline;
 mod preprocess;
+mod scaled;
 mod scan;
 mod util;

@@ -54,6 +54,7 @@ fn mean_and_std_are_per_channel_in_rgb_order() {
         mean: [0.1, 0.2, 0.3],
         std: [0.5, 0.25, 0.125],
         alpha_background: irtdb_core::AlphaBackground::DEFAULT,
+        jpeg_dct_scaling: true,
     };
     let out = preprocess_to_array(&img, &p);
     for (c, v) in [10.0f32, 128.0, 250.0].into_iter().enumerate() {

@@ -1,0 +1,228 @@
+//! Camera photos: decode + timm preprocessing (224 crop) of 12-megapixel JPEGs, irtdb decoding
+//! at a reduced scale in the DCT domain (what `jpeg_dct_scaling` does) against irtdb's full
+//! decode, and against Pillow with and without `Image.draft` (the same scaling in libjpeg-turbo),
+//! on the same files in the same run. Then the preparation side of `irtdb index`
+//! (`BatchPipeline`, all cores) on 12 MP photos against 800×600 ones.
+//!
+//!     cargo bench --bench decode [-- FILES]          # default 8 photos per size
+//!
+//! Pillow: `IRTDB_BENCH_PYTHON`, else `.deps/venv/bin/python` (skipped when neither has PIL).
+//! Per-image rows run on one thread (a one-thread rayon pool), as Pillow does; photos are
+//! `common::photo` (gradients, blobs, texture, noise) at JPEG quality 90.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use common::{median, ms, num, Table};
+use irtdb_core::Preprocess;
+use irtdb_image::{decode_file_sized, prepare_file, BatchPipeline, DecodeLimits, DecodeSize};
+
+const ROUNDS: usize = 5;
+
+fn main() -> Result<()> {
+    let files: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(8);
+    println!("# irtdb bench: decode ({files} photos per size)");
+    println!("machine: {}", common::machine());
+    let tmp = tempfile::tempdir()?;
+    let t = Instant::now();
+    let (big, big_bytes) =
+        common::write_photos(&tmp.path().join("12mp"), files, (4000, 3000), 1, None)?;
+    let (small, small_bytes) =
+        common::write_photos(&tmp.path().join("800"), files, (800, 600), 2, None)?;
+    println!(
+        "photos: {files} × 4000×3000 ({:.1} MB each), {files} × 800×600 ({:.0} kB each), made in {:.1} s",
+        big_bytes as f64 / files as f64 / 1e6,
+        small_bytes as f64 / files as f64 / 1e3,
+        t.elapsed().as_secs_f64()
+    );
+
+    let limits = DecodeLimits::default();
+    let scaled = Preprocess::imagenet(224);
+    let full = Preprocess { jpeg_dct_scaling: false, ..scaled.clone() };
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+
+    // Per image, one thread; the contenders take turns within each round.
+    type Job<'a> = Box<dyn Fn(&Path) + Send + Sync + 'a>;
+    let jobs: Vec<(&str, Job)> = vec![
+        (
+            "irtdb decode at 1/8 (jpeg-decoder, DCT scaling)",
+            Box::new(|f: &Path| {
+                let size = DecodeSize::for_preprocess(&scaled);
+                std::hint::black_box(decode_file_sized(f, &limits, size).expect("decodes"));
+            }),
+        ),
+        (
+            "irtdb decode in full (image crate, zune-jpeg)",
+            Box::new(|f: &Path| {
+                std::hint::black_box(
+                    decode_file_sized(f, &limits, DecodeSize::Full).expect("decodes"),
+                );
+            }),
+        ),
+        (
+            "irtdb decode at 1/8 + preprocess (prepare_file)",
+            Box::new(|f: &Path| {
+                std::hint::black_box(prepare_file(f, &scaled, &limits).expect("prepares"));
+            }),
+        ),
+        (
+            "irtdb full decode + preprocess (prepare_file)",
+            Box::new(|f: &Path| {
+                std::hint::black_box(prepare_file(f, &full, &limits).expect("prepares"));
+            }),
+        ),
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); jobs.len()];
+    one_thread.install(|| {
+        for f in &big {
+            for (_, job) in &jobs {
+                job(f); // warm-up: page cache, code, the resizer's buffers
+            }
+        }
+        for _ in 0..ROUNDS {
+            for f in &big {
+                for ((_, job), t) in jobs.iter().zip(&mut times) {
+                    let start = Instant::now();
+                    job(f);
+                    t.push(start.elapsed().as_secs_f64());
+                }
+            }
+        }
+    });
+
+    let pillow = run_pillow(&big)?;
+    let yardstick = median(&times[3]);
+    let mut table = Table::new(
+        "4000×3000 JPEG (q90) → 224×224 (resize shorter side to 256, bicubic; centre crop), one thread, per image",
+        &["", "median ms", "speed vs irtdb full decode + preprocess"],
+    );
+    for ((name, _), t) in jobs.iter().zip(&times) {
+        table.row(vec![
+            name.to_string(),
+            ms(median(t)),
+            format!("{}×", num(yardstick / median(t))),
+        ]);
+    }
+    match &pillow {
+        Some((version, full, draft)) => {
+            for (name, t) in [
+                (format!("Pillow {version}: open, convert, resize, crop"), full),
+                (format!("Pillow {version}: with draft('RGB', (256, 256)) (1/8)"), draft),
+            ] {
+                table.row(vec![name, ms(median(t)), format!("{}×", num(yardstick / median(t)))]);
+            }
+        }
+        None => println!("(Pillow skipped: set IRTDB_BENCH_PYTHON to a Python with PIL)"),
+    }
+    table.print();
+
+    // Decode alone at each scale (jpeg-decoder) against the full decode (zune-jpeg), one thread:
+    // where scaling pays, and where the slower entropy decoder eats the gain. (1/2, slower than
+    // the full decode, is not used: DecodeSize::jpeg_denominator.)
+    let mut table = Table::new(
+        "Decode alone, one thread, per image: each scale against the full decode",
+        &["photo", "scale", "decoder", "median ms", "speed vs full"],
+    );
+    for (label, files, (w, h)) in
+        [("4000×3000", &big, (4000u32, 3000u32)), ("800×600", &small, (800, 600))]
+    {
+        let scales: Vec<u32> = if w >= 4000 { vec![1, 4, 8] } else { vec![1, 4] };
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); scales.len()];
+        one_thread.install(|| {
+            for round in 0..=ROUNDS {
+                for f in files.iter() {
+                    for (d, t) in scales.iter().zip(&mut times) {
+                        let size = if *d == 1 {
+                            DecodeSize::Full
+                        } else {
+                            DecodeSize::AtLeast { width: w / d, height: h / d }
+                        };
+                        let start = Instant::now();
+                        let img = decode_file_sized(f, &limits, size).expect("decodes");
+                        let secs = start.elapsed().as_secs_f64();
+                        assert_eq!(img.scale_denominator, *d);
+                        if round > 0 {
+                            t.push(secs);
+                        }
+                    }
+                }
+            }
+        });
+        let yardstick = median(&times[0]);
+        for (d, t) in scales.iter().zip(&times) {
+            let decoder = if *d == 1 { "zune-jpeg (image)" } else { "jpeg-decoder" };
+            table.row(vec![
+                label.into(),
+                format!("1/{d}"),
+                decoder.into(),
+                ms(median(t)),
+                format!("{}×", num(yardstick / median(t))),
+            ]);
+        }
+    }
+    table.print();
+
+    // The preparation side of `irtdb index`: all cores, batches of 32, as the index pipeline.
+    let mut table = Table::new(
+        "BatchPipeline (decode + preprocess on all cores, batches of 32), images per second",
+        &["", "12 MP photos", "800×600 photos", "12 MP / 800×600"],
+    );
+    for (name, p) in [("DCT scaling (new collections)", &scaled), ("full decode", &full)] {
+        let rate = |files: &[PathBuf]| -> Result<f64> {
+            // Enough images for a steady pipeline: the files, repeated.
+            let items: Vec<(usize, PathBuf)> =
+                (0..64.max(files.len())).map(|i| (i, files[i % files.len()].clone())).collect();
+            let n = items.len();
+            let start = Instant::now();
+            let mut done = 0;
+            for batch in BatchPipeline::new(items, 32, p.clone(), limits) {
+                ensure!(batch.failed.is_empty(), "a photo failed: {:?}", batch.failed[0].2);
+                done += batch.items.len();
+            }
+            ensure!(done == n, "{done} of {n} images prepared");
+            Ok(n as f64 / start.elapsed().as_secs_f64())
+        };
+        let (b, s) = (rate(&big)?, rate(&small)?);
+        table.row(vec![
+            name.into(),
+            format!("{b:.1}"),
+            format!("{s:.1}"),
+            format!("{:.2}×", b / s),
+        ]);
+    }
+    table.print();
+    Ok(())
+}
+
+/// Pillow's times (full, draft) on `files`, or `None` without a Python that has PIL.
+#[allow(clippy::type_complexity)]
+fn run_pillow(files: &[PathBuf]) -> Result<Option<(String, Vec<f64>, Vec<f64>)>> {
+    let python = match std::env::var_os("IRTDB_BENCH_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => common::root().join(".deps/venv/bin/python"),
+    };
+    let version = Command::new(&python).args(["-c", "import PIL; print(PIL.__version__)"]).output();
+    let version = match version {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => return Ok(None),
+    };
+    let mut c = Command::new(&python);
+    c.arg(common::root().join("benches/decode_pillow.py"));
+    c.args(["256", "224", &ROUNDS.to_string()]).args(files);
+    let out = c.stderr(Stdio::inherit()).output().context("running decode_pillow.py")?;
+    ensure!(out.status.success(), "decode_pillow.py failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let times = |k: &str| -> Result<Vec<f64>> {
+        serde_json::from_value(v[k].clone()).with_context(|| format!("no {k} in Pillow's answer"))
+    };
+    Ok(Some((version, times("full")?, times("draft")?)))
+}
