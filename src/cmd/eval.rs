@@ -84,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
                 &super::progress::Bar::new(args.json),
             )?;
             spec.providers = args.providers.clone();
-            args.options.apply(&mut spec);
+            args.options.apply(&mut spec)?;
             let opts = EvalOptions {
                 protocol,
                 data: data.clone(),
