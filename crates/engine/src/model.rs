@@ -48,7 +48,10 @@ impl Precision {
             Precision::Fp16 | Precision::Bf16 => Err(Error::setting(
                 &[Setting::Precision],
                 format!(
-                    "--precision {} is not supported: ONNX Runtime's CPU provider has no fast                      {} kernels (the graph would run slower than fp32). Use --precision int8                      for a faster CPU forward, or fp32 (the default); on a GPU the ort plugin's                      TensorRT provider already runs fp16 (plugin option trt_fp16)",
+                    "--precision {} is not supported: ONNX Runtime's CPU provider has no fast {} \
+                     kernels (the graph would run slower than fp32). Use --precision int8 for a \
+                     faster CPU forward, or fp32 (the default); on a GPU the ort plugin's \
+                     TensorRT provider already runs fp16 (plugin option trt_fp16)",
                     self.name(),
                     self.name()
                 ),
