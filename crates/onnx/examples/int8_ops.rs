@@ -3,7 +3,10 @@
 //! `DynamicQuantizeLinear → MatMulInteger → Cast → Mul` chain, in one run (same machine state).
 //!
 //!     ORT_DYLIB_PATH=.deps/onnxruntime/libonnxruntime.so \
-//!       cargo run --release -p irtdb-onnx --example int8_ops -- [BATCH] [THREADS]
+//!       cargo run --release -p irtdb-onnx --example int8_ops -- [BATCH] [THREADS] [PREPACK]
+//!
+//! PREPACK 0 turns weight prepacking off (`session.disable_prepacking`, as the ort plugin's
+//! sessions run); default 1 (ONNX Runtime's default).
 
 use std::time::Instant;
 
@@ -16,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
     let batch = args.first().copied().unwrap_or(16);
     let threads = args.get(1).copied().unwrap_or(2);
+    let prepack = args.get(2).copied().unwrap_or(1) != 0;
     let dylib = std::env::var("ORT_DYLIB_PATH").map_err(|_| "set ORT_DYLIB_PATH")?;
     let env = ort::init_from(&dylib)?.with_name("int8-ops").build()?;
     let cfg = deit_config("deit_small_patch16_224").ok_or("preset")?;
@@ -36,11 +40,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sessions = graphs
         .iter()
         .map(|(name, g)| {
-            let s = Session::builder(&env)?.with_intra_threads(threads)?.commit_from_memory(g)?;
+            let s = Session::builder(&env)?
+                .with_intra_threads(threads)?
+                .with_config_entry("session.disable_prepacking", if prepack { "0" } else { "1" })?
+                .commit_from_memory(g)?;
             Ok((*name, s))
         })
         .collect::<Result<Vec<_>, ort::Error>>()?;
-    println!("random DeiT-S, batch {batch}, {threads} threads: img/s per round");
+    println!(
+        "random DeiT-S, batch {batch}, {threads} threads, prepacking {prepack}: img/s per round"
+    );
     let mut best = vec![0.0f64; sessions.len()];
     for round in 0..3 {
         for (i, (name, s)) in sessions.iter_mut().enumerate() {
