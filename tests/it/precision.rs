@@ -93,6 +93,10 @@ fn a_collection_never_mixes_precisions() {
     run_expect(&mut query(&["--precision", "int8"]), 0);
     let e = refused(&mut query(&["--precision", "fp32"]));
     assert!(e.contains("indexed at precision int8") && e.contains("asks for fp32"), "{e}");
+    // `eval --db` evaluates the stored descriptors; a --precision other than theirs is refused.
+    run_expect(&mut f.cmd(&["eval", "--json", "--precision", "int8"]), 0);
+    let e = refused(&mut f.cmd(&["eval", "--json", "--precision", "fp32"]));
+    assert!(e.contains("indexed at precision int8"), "{e}");
 }
 
 #[test]

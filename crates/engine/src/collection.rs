@@ -109,7 +109,7 @@ pub fn check_weights(row: &ModelRow, stored: &StoredModel) -> Result<()> {
 }
 
 /// Fails when a run asks for a `precision` other than the one the collection was indexed at
-/// (queries always embed at the collection's precision; asking for it is only a check).
+/// (`query` and `eval --db` always use the collection's precision; asking is only a check).
 pub fn check_precision(
     db: &std::path::Path,
     stored: &StoredModel,
@@ -119,9 +119,9 @@ pub fn check_precision(
     let have = stored.spec.precision();
     if asked.name() != have {
         let message = format!(
-            "the collection was indexed at precision {have}, and this run asks for {}: queries \
-             are embedded at the collection's own precision (descriptors of different precisions \
-             are never mixed); drop --precision or give --precision {have}",
+            "the collection was indexed at precision {have}, and this run asks for {}: a \
+             collection's descriptors and its queries are all embedded at its own precision, \
+             never mixed; drop --precision or give --precision {have}",
             asked.name()
         );
         return Err(Error::refused(db, message, &[Setting::Precision]));
