@@ -110,6 +110,7 @@ fn an_fp32_collection_refuses_int8() {
     run_expect(&mut index(&[]), 0);
     assert!(f.info()["model"]["options"].is_null(), "fp32 is not recorded: old collections match");
     run_expect(&mut index(&["--precision", "fp32"]), 0);
+    run_expect(&mut index(&["--plugin-config", r#"{"precision":"fp32"}"#]), 0);
     let e = refused(&mut index(&["--precision", "int8"]));
     assert!(e.contains("precision fp32") && e.contains("precision int8"), "{e}");
     assert!(e.contains("--precision fp32"), "says what to do: {e}");

@@ -263,6 +263,10 @@ impl ModelSpec {
             }
             None => {}
         }
+        // fp32 is never recorded, however it was asked for (`--plugin-config` too).
+        if o.get("precision").and_then(|p| p.as_str()) == Some(Precision::Fp32.name()) {
+            o.remove("precision");
+        }
         self.options = (!o.is_empty()).then_some(serde_json::Value::Object(o));
     }
 
