@@ -84,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
                 &super::progress::Bar::new(args.json),
             )?;
             spec.providers = args.providers.clone();
-            args.options.apply(&mut spec);
+            args.options.apply(&mut spec)?;
             let opts = EvalOptions {
                 protocol,
                 data: data.clone(),
@@ -95,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
             };
             irtdb_engine::eval::run_protocol(&opts, &super::progress::Bar::new(args.json))?
         }
-        (None, Some(db)) => irtdb_engine::eval::run_db(db)?,
+        (None, Some(db)) => irtdb_engine::eval::run_db(db, args.options.precision)?,
         (None, None) => anyhow::bail!("give --protocol NAME --data DIR --model FILE, or --db FILE"),
     };
     if args.json {

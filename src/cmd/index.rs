@@ -137,7 +137,7 @@ pub fn run(args: Args) -> Result<()> {
             )?;
             s.providers = args.providers.clone();
             s.preprocess = args.preprocess.clone();
-            args.options.apply(&mut s);
+            args.options.apply(&mut s)?;
             Some(s)
         }
         None => {
@@ -147,7 +147,8 @@ pub fn run(args: Args) -> Result<()> {
                     && args.providers.is_none()
                     && args.preprocess.is_none()
                     && !args.options.any(),
-                "--plugin, --pooling, --providers, --preprocess, --input-size and --plugin-config \
+                "--plugin, --pooling, --providers, --preprocess, --input-size, --precision and \
+                 --plugin-config \
                  describe a model: give --model \
                  too (e.g. --model {})",
                 irtdb_engine::model::DEFAULT_MODEL

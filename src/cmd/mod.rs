@@ -48,6 +48,7 @@ pub fn flag(setting: Setting) -> &'static str {
         Setting::Architecture => "--arch",
         Setting::ImageSize => "--image-size",
         Setting::Protocol => "--protocol",
+        Setting::Precision => "--precision",
     }
 }
 

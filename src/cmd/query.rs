@@ -34,6 +34,10 @@ pub struct Args {
     /// Also write a self-contained HTML page with thumbnails to this file.
     #[arg(long)]
     html: Option<PathBuf>,
+    /// Check that the collection was indexed at this precision (fp32 or int8); queries are
+    /// always embedded at the collection's own precision, and a different one is refused.
+    #[arg(long, value_name = "fp32|int8", value_parser = super::embed::parse_precision)]
+    precision: Option<irtdb_engine::model::Precision>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -45,6 +49,7 @@ pub fn run(args: Args) -> Result<()> {
         exact: args.exact,
         ef: args.ef,
         batch: 16,
+        precision: args.precision,
     })?;
     if let Some(html) = &args.html {
         irtdb_engine::html::write(&report, html)?;

@@ -11,6 +11,7 @@ mod model_cache;
 mod onnx_wild;
 mod photos;
 mod plugins;
+mod precision;
 mod reliability;
 mod scale;
 mod serve;

@@ -108,6 +108,27 @@ pub fn check_weights(row: &ModelRow, stored: &StoredModel) -> Result<()> {
     Ok(())
 }
 
+/// Fails when a run asks for a `precision` other than the one the collection was indexed at
+/// (`query` and `eval --db` always use the collection's precision; asking is only a check).
+pub fn check_precision(
+    db: &std::path::Path,
+    stored: &StoredModel,
+    asked: Option<crate::model::Precision>,
+) -> Result<()> {
+    let Some(asked) = asked else { return Ok(()) };
+    let have = stored.spec.precision();
+    if asked.name() != have {
+        let message = format!(
+            "the collection was indexed at precision {have}, and this run asks for {}: a \
+             collection's descriptors and its queries are all embedded at its own precision, \
+             never mixed; drop --precision or give --precision {have}",
+            asked.name()
+        );
+        return Err(Error::refused(db, message, &[Setting::Precision]));
+    }
+    Ok(())
+}
+
 /// Fails when a freshly opened backbone differs from what the collection recorded.
 pub fn check_backbone(stored: &StoredModel, now: &BackboneInfo) -> Result<()> {
     let then = &stored.backbone;

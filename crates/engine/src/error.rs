@@ -68,11 +68,13 @@ pub enum Setting {
     ImageSize,
     /// An evaluation protocol.
     Protocol,
+    /// The arithmetic of the forward (`fp32`, `int8`).
+    Precision,
 }
 
 impl Setting {
     /// Every setting, for front ends that map them all.
-    pub const ALL: [Setting; 25] = [
+    pub const ALL: [Setting; 26] = [
         Setting::Db,
         Setting::Model,
         Setting::Plugin,
@@ -98,6 +100,7 @@ impl Setting {
         Setting::Architecture,
         Setting::ImageSize,
         Setting::Protocol,
+        Setting::Precision,
     ];
 }
 

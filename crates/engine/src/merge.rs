@@ -441,7 +441,7 @@ pub fn identity_difference(
     None
 }
 
-fn json_or_none(v: &Option<serde_json::Value>) -> String {
+pub(crate) fn json_or_none(v: &Option<serde_json::Value>) -> String {
     v.as_ref().map_or_else(|| "none".to_string(), |v| v.to_string())
 }
 

@@ -8,6 +8,58 @@ use irtdb_plugin_api::host::{LoadedBackbone, Plugin};
 use irtdb_plugin_api::BackboneConfig;
 use serde::{Deserialize, Serialize};
 
+/// `--precision`: the arithmetic of the forward. Only fp32 and int8 run; fp16 and bf16 are
+/// named so that asking for them gets a reason (ONNX Runtime's CPU provider has no fast fp16 or
+/// bf16 kernels: such a graph would run slower than fp32) rather than "unknown value".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Int8,
+    Fp16,
+    Bf16,
+}
+
+impl Precision {
+    /// Parses `fp32`, `int8`, `fp16` or `bf16`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
+            "int8" | "i8" => Ok(Precision::Int8),
+            "fp16" | "f16" | "float16" => Ok(Precision::Fp16),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision '{s}': use fp32 or int8")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Fails for the precisions irtdb does not run (fp16, bf16), saying why and what to use.
+    pub fn check_supported(self) -> Result<Self> {
+        match self {
+            Precision::Fp32 | Precision::Int8 => Ok(self),
+            Precision::Fp16 | Precision::Bf16 => Err(Error::setting(
+                &[Setting::Precision],
+                format!(
+                    "--precision {} is not supported: ONNX Runtime's CPU provider has no fast {} \
+                     kernels (the graph would run slower than fp32). Use --precision int8 for a \
+                     faster CPU forward, or fp32 (the default); on a GPU the ort plugin's \
+                     TensorRT provider already runs fp16 (plugin option trt_fp16)",
+                    self.name(),
+                    self.name()
+                ),
+            )),
+        }
+    }
+}
+
 /// The plugin used when none is named.
 pub const DEFAULT_PLUGIN: &str = "ort-tensorrt";
 
@@ -186,10 +238,13 @@ impl ModelSpec {
         Ok(spec)
     }
 
-    /// Sets `--input-size` and `--plugin-config` (merged; the input size wins).
+    /// Sets `--input-size`, `--precision` and `--plugin-config` (merged; the input size and
+    /// precision win). `fp32` is the default and is not recorded, so a collection indexed before
+    /// `--precision` existed and one indexed with `--precision fp32` are the same model.
     pub fn set_options(
         &mut self,
         input_size: Option<[u32; 2]>,
+        precision: Option<Precision>,
         plugin_config: Option<&serde_json::Value>,
     ) {
         let mut o = match plugin_config {
@@ -199,7 +254,30 @@ impl ModelSpec {
         if let Some(s) = input_size {
             o.insert("input_size".into(), serde_json::json!(s));
         }
+        match precision {
+            Some(Precision::Fp32) => {
+                o.remove("precision");
+            }
+            Some(p) => {
+                o.insert("precision".into(), p.name().into());
+            }
+            None => {}
+        }
+        // fp32 is never recorded, however it was asked for (`--plugin-config` too).
+        if o.get("precision").and_then(|p| p.as_str()) == Some(Precision::Fp32.name()) {
+            o.remove("precision");
+        }
         self.options = (!o.is_empty()).then_some(serde_json::Value::Object(o));
+    }
+
+    /// The precision the model runs at: the options' `precision`, else fp32.
+    pub fn precision(&self) -> String {
+        self.options
+            .as_ref()
+            .and_then(|o| o.get("precision"))
+            .and_then(|p| p.as_str())
+            .unwrap_or(Precision::Fp32.name())
+            .to_owned()
     }
 
     /// What to call the model in messages: its hub reference, else its path.

@@ -27,6 +27,8 @@ pub struct QueryOptions {
     /// HNSW search breadth (None: max(2k, 64)).
     pub ef: Option<usize>,
     pub batch: usize,
+    /// `--precision`: must be the collection's (None: no check).
+    pub precision: Option<crate::model::Precision>,
 }
 
 /// One result.
@@ -136,6 +138,7 @@ pub fn run(opts: &QueryOptions) -> Result<QueryReport> {
     let mut store = Store::open_existing(&opts.db)?;
     let root = store.collection_root()?.unwrap_or_default();
     let (row, stored) = collection::searchable_model(&store)?;
+    collection::check_precision(store.path(), &stored, opts.precision)?;
     let generation = collection::searchable_generation(&store, row.id)?;
     let pca: Option<Pca> = collection::generation_pca(&store, &generation)?;
     let mut notes = Vec::new();

@@ -22,6 +22,9 @@ use crate::VitWeights;
 /// ort plugin's optimised-model cache keys on it (with this crate's version), so a stale cached
 /// graph is never run after an upgrade.
 pub const GRAPH_BUILDER_VERSION: u32 = 1;
+/// Domain of ONNX Runtime's contrib operators (`DynamicQuantizeMatMul`), imported only by an
+/// [`Precision::Int8`] graph.
+pub const MS_DOMAIN: &str = "com.microsoft";
 /// ONNX opset of the graph (LayerNormalization needs 17).
 pub const OPSET: i64 = 17;
 /// ONNX IR version of the model.
@@ -49,16 +52,76 @@ pub enum GraphOutput {
     Pooled,
 }
 
+/// The arithmetic of the graph's linear layers (`qkv`, `proj`, `fc1`, `fc2`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Every layer in f32.
+    #[default]
+    Fp32,
+    /// Linear weights quantised at build time to int8, symmetric per output channel
+    /// (`scale = max|w| / 127`, zero point 0); activations quantised at run time per tensor
+    /// (uint8, asymmetric) by ONNX Runtime's `com.microsoft.DynamicQuantizeMatMul`, bias fused.
+    /// The patch-embedding Conv, attention products, norms and everything else stay f32.
+    Int8,
+}
+
+impl Precision {
+    /// `fp32` or `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// How an int8 linear layer is written (both give the same numbers up to rounding): the
+/// builder uses [`Int8Ops::DynamicQuantizeMatMul`]; the other is kept to measure against
+/// (`benches/embed.rs`).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8Ops {
+    /// One contrib node `DynamicQuantizeMatMul(x, W_q, scale, 0, bias)`.
+    DynamicQuantizeMatMul,
+    /// Standard ops: `DynamicQuantizeLinear` → `MatMulInteger` → `Cast` → `Mul` → `Add`.
+    MatMulInteger,
+}
+
+/// Builds the ONNX graph of `w` in f32 (see [`build_vit_onnx_with`]).
+pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
+    build_vit_onnx_with(w, output, Precision::Fp32)
+}
+
+/// [`build_vit_onnx`] at `precision`.
+pub fn build_vit_onnx_with(
+    w: &VitWeights,
+    output: GraphOutput,
+    precision: Precision,
+) -> Result<Vec<u8>> {
+    let ops = (precision == Precision::Int8).then_some(Int8Ops::DynamicQuantizeMatMul);
+    build(w, output, ops)
+}
+
+/// An int8 graph written with `ops` (for measuring the formulations against each other).
+#[doc(hidden)]
+pub fn build_vit_onnx_int8_ops(
+    w: &VitWeights,
+    output: GraphOutput,
+    ops: Int8Ops,
+) -> Result<Vec<u8>> {
+    build(w, output, Some(ops))
+}
+
 /// Builds the ONNX graph of `w` and returns the serialized `ModelProto`.
 ///
 /// Weights are stored as initializers (raw little-endian f32); linear layers use weights
 /// pre-transposed to `[in, out]` so that each is one `MatMul` plus an `Add`. Node names follow
 /// timm's module names (`blocks.3.attn.qkv`), with `/step` suffixes for the smaller steps. The
 /// model's metadata carries the [`crate::VitConfig`] as JSON under `irtdb.vit_config`.
-pub fn build_vit_onnx(w: &VitWeights, output: GraphOutput) -> Result<Vec<u8>> {
+fn build(w: &VitWeights, output: GraphOutput, int8: Option<Int8Ops>) -> Result<Vec<u8>> {
     w.check()?;
     let c = &w.config;
-    let mut g = GraphBuilder::default();
+    let mut g = GraphBuilder { int8, ..GraphBuilder::default() };
     let k = BlockConsts::new(&mut g, c);
     let mut x = g.tokens(w, &k)?;
     for i in 0..c.depth {
@@ -308,9 +371,13 @@ fn model_proto(w: &VitWeights, g: GraphBuilder, out_info: ValueInfoProto) -> Res
         what: format!("the config cannot be written as JSON ({e})"),
         hint: "report this as a bug".to_owned(),
     })?;
+    let mut opset_import = vec![OperatorSetIdProto { domain: String::new(), version: Some(OPSET) }];
+    if g.int8 == Some(Int8Ops::DynamicQuantizeMatMul) {
+        opset_import.push(OperatorSetIdProto { domain: MS_DOMAIN.to_owned(), version: Some(1) });
+    }
     let model = ModelProto {
         ir_version: Some(IR_VERSION),
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: Some(OPSET) }],
+        opset_import,
         producer_name: "irtdb-onnx".to_owned(),
         producer_version: env!("CARGO_PKG_VERSION").to_owned(),
         doc_string: format!("{} built by irtdb-onnx from {}", c.architecture, w.origin()),
@@ -338,6 +405,8 @@ struct GraphBuilder {
     initializers: Vec<TensorProto>,
     /// Every value name so far, to catch a duplicate (a builder bug) early.
     names: HashSet<String>,
+    /// Set: linear layers are int8, written with these ops.
+    int8: Option<Int8Ops>,
 }
 
 impl GraphBuilder {
@@ -441,6 +510,9 @@ impl GraphBuilder {
                 transposed[c * rows + r] = data[r * cols + c];
             }
         }
+        if let Some(ops) = self.int8 {
+            return self.linear_int8(w, x, module, bias, ops, &transposed, [cols, rows]);
+        }
         let wt = self.add_initializer(&format!("{name}.T"), &[cols, rows], &transposed);
         let y = self.add_node("MatMul", module, &[x, &wt], vec![]);
         if !bias {
@@ -448,6 +520,99 @@ impl GraphBuilder {
         }
         let b = self.weight(w, &format!("{module}.bias"))?;
         Ok(self.add_node("Add", &format!("{module}/add_bias"), &[&y, &b], vec![]))
+    }
+
+    /// [`Self::linear`] in int8: `wt` `[in, out]` quantised per output column.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_int8(
+        &mut self,
+        w: &VitWeights,
+        x: &str,
+        module: &str,
+        bias: bool,
+        ops: Int8Ops,
+        wt: &[f32],
+        [k, n]: [usize; 2],
+    ) -> Result<String> {
+        let (q, scales) = quantize_per_column(wt, k, n);
+        let name = format!("{module}.weight.T");
+        let wq = self.add_tensor(&format!("{name}.int8"), &[k, n], DataType::Int8, q);
+        let scale = self.add_initializer(&format!("{name}.scale"), &[n], &scales);
+        let zero = self.add_tensor(&format!("{name}.zero_point"), &[n], DataType::Int8, vec![0; n]);
+        let b = if bias { Some(self.weight(w, &format!("{module}.bias"))?) } else { None };
+        match ops {
+            Int8Ops::DynamicQuantizeMatMul => {
+                let mut inputs = vec![x, &wq, &scale, &zero];
+                if let Some(b) = &b {
+                    inputs.push(b);
+                }
+                let out = module.to_owned();
+                self.claim(&out);
+                self.nodes.push(NodeProto {
+                    input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+                    output: vec![out.clone()],
+                    name: out.clone(),
+                    op_type: "DynamicQuantizeMatMul".to_owned(),
+                    domain: MS_DOMAIN.to_owned(),
+                    ..NodeProto::default()
+                });
+                Ok(out)
+            }
+            Int8Ops::MatMulInteger => {
+                let dq = format!("{module}/quantize");
+                let outs = [dq.clone(), format!("{dq}.scale"), format!("{dq}.zero_point")];
+                for o in &outs {
+                    self.claim(o);
+                }
+                self.nodes.push(NodeProto {
+                    input: vec![x.to_owned()],
+                    output: outs.to_vec(),
+                    name: dq.clone(),
+                    op_type: "DynamicQuantizeLinear".to_owned(),
+                    ..NodeProto::default()
+                });
+                let mm = self.add_node(
+                    "MatMulInteger",
+                    &format!("{module}/matmul_integer"),
+                    &[&outs[0], &wq, &outs[2], &zero],
+                    vec![],
+                );
+                let f = self.add_node(
+                    "Cast",
+                    &format!("{module}/cast"),
+                    &[&mm],
+                    vec![attr_int("to", DataType::Float as i64)],
+                );
+                let s =
+                    self.add_node("Mul", &format!("{module}/scale"), &[&outs[1], &scale], vec![]);
+                let y = self.add_node("Mul", module, &[&f, &s], vec![]);
+                match b {
+                    None => Ok(y),
+                    Some(b) => {
+                        Ok(self.add_node("Add", &format!("{module}/add_bias"), &[&y, &b], vec![]))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds an initializer of `data_type` whose raw bytes are `bytes` (one per element).
+    fn add_tensor(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        data_type: DataType,
+        bytes: Vec<u8>,
+    ) -> String {
+        self.claim(name);
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(data_type as i32),
+            name: name.to_owned(),
+            raw_data: Some(bytes),
+            ..TensorProto::default()
+        });
+        name.to_owned()
     }
 
     /// timm `nn.LayerNorm` over the last axis.
@@ -472,6 +637,25 @@ impl GraphBuilder {
         let fresh = self.names.insert(name.to_owned());
         debug_assert!(fresh, "value name {name} used twice in the ViT graph");
     }
+}
+
+/// Symmetric per-column int8 quantisation of a row-major `[k, n]` matrix: column `j` becomes
+/// `round(w / s_j)` clamped to ±127 with `s_j = max_i |w_ij| / 127` (1 for an all-zero column).
+/// Returns the int8 values (as bytes, row-major) and the `n` scales.
+pub fn quantize_per_column(w: &[f32], k: usize, n: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut max = vec![0.0f32; n];
+    for row in w.chunks_exact(n).take(k) {
+        for (m, v) in max.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
+    let scales: Vec<f32> = max.iter().map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 }).collect();
+    let q = w
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v / scales[i % n]).round().clamp(-127.0, 127.0) as i8 as u8)
+        .collect();
+    (q, scales)
 }
 
 fn attr_int(name: &str, value: i64) -> AttributeProto {

@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 pub use card::{ModelCard, CARD_FORMAT};
 pub use error::{Error, Result};
 pub use graph::{
-    build_vit_onnx, GraphOutput, GRAPH_BUILDER_VERSION, INPUT_NAME, OPSET, POOLED_OUTPUT,
+    build_vit_onnx, build_vit_onnx_int8_ops, build_vit_onnx_with, quantize_per_column, GraphOutput,
+    Int8Ops, Precision, GRAPH_BUILDER_VERSION, INPUT_NAME, MS_DOMAIN, OPSET, POOLED_OUTPUT,
     TOKENS_OUTPUT,
 };
 pub use weights::{heads_from_architecture, ConfigOverrides, VitWeights};

@@ -43,6 +43,11 @@ pub struct BackboneConfig {
     /// Run at this `[H, W]` (`irtdb --input-size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_size: Option<[u32; 2]>,
+    /// Arithmetic of the forward (`irtdb --precision`): `fp32` (absent means the same) or
+    /// `int8` (linear weights int8 per output channel, activations quantised at run time). A
+    /// plugin refuses a value it cannot run, saying what works instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     /// The plugin's own keys.
     #[serde(flatten)]
     pub extra: Extra,

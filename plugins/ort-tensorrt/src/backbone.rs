@@ -186,8 +186,31 @@ fn model_file(config: &Config) -> Result<ModelFile, String> {
     Ok(ModelFile { kind, preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path) })
 }
 
+/// The `precision` option: fp32 (also when absent) or int8 (irtdb's own ViT graphs only).
+fn precision(config: &Config, kind: ModelKind) -> Result<irtdb_onnx::Precision, String> {
+    match config.base.precision.as_deref() {
+        None | Some("fp32") => Ok(irtdb_onnx::Precision::Fp32),
+        Some("int8") if kind == ModelKind::Safetensors => Ok(irtdb_onnx::Precision::Int8),
+        Some("int8") => Err(format!(
+            "precision int8: the ort-tensorrt plugin quantises only the ViT graphs it builds \
+             itself from timm-named .safetensors weights, not a given .onnx file ({}); use the \
+             model's .safetensors weights, or quantise the ONNX file yourself (e.g. with \
+             onnxruntime.quantization.quantize_dynamic) and index it at fp32",
+            config.base.model.display()
+        )),
+        Some(p @ ("fp16" | "bf16")) => Err(format!(
+            "precision {p} is not supported: ONNX Runtime's CPU provider has no fast {p} \
+             kernels; use int8 (or fp32) on a CPU, and the plugin option trt_fp16 on a GPU"
+        )),
+        Some(p) => {
+            Err(format!("unknown precision '{p}': the ort-tensorrt plugin runs fp32 or int8"))
+        }
+    }
+}
+
 fn load_model(config: &Config, file: &ModelFile) -> Result<LoadedModel, String> {
     let path = &config.base.model;
+    let precision = precision(config, file.kind)?;
     match file.kind {
         ModelKind::Onnx => Ok(LoadedModel { onnx: None, built: None }),
         ModelKind::Safetensors => {
@@ -205,7 +228,8 @@ fn load_model(config: &Config, file: &ModelFile) -> Result<LoadedModel, String> 
             } else {
                 irtdb_onnx::GraphOutput::Tokens
             };
-            let onnx = irtdb_onnx::build_vit_onnx(&weights, output).map_err(|e| e.to_string())?;
+            let onnx = irtdb_onnx::build_vit_onnx_with(&weights, output, precision)
+                .map_err(|e| e.to_string())?;
             Ok(LoadedModel {
                 onnx: Some(onnx),
                 built: Some(cache::Built {
@@ -244,6 +268,7 @@ fn cache_source(
                 "sidecars": sidecars,
                 "heads": config.base.heads,
                 "input_size": config.base.input_size,
+                "precision": precision(config, kind)?.name(),
                 "graph_builder": irtdb_onnx::GRAPH_BUILDER_VERSION,
                 "irtdb_onnx": irtdb_onnx::VERSION,
             })))
@@ -490,6 +515,8 @@ impl OrtBackbone {
     pub fn new(config: &Config) -> Result<Self, String> {
         let rt = runtime::environment()?;
         let file = model_file(config)?;
+        // Refused before the model cache is consulted, whatever it holds.
+        precision(config, file.kind)?;
         let path = config.base.model.display().to_string();
         let Opened { session, provider, built, cached } = open_session(rt, config, &file)?;
 

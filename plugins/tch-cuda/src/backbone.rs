@@ -47,6 +47,16 @@ impl TryFrom<BackboneConfig> for Config {
     type Error = String;
     fn try_from(base: BackboneConfig) -> Result<Self, String> {
         let own: Own = base.extra_as()?;
+        match base.precision.as_deref() {
+            None | Some("fp32") => {}
+            Some(p) => {
+                return Err(format!(
+                    "precision {p}: the tch-cuda plugin runs fp32 only (with amp on a GPU); for \
+                     an int8 CPU forward use the ort-tensorrt plugin with the same .safetensors \
+                     weights (--plugin ort-tensorrt --precision int8)"
+                ))
+            }
+        }
         Ok(Config { base, device: own.device })
     }
 }

@@ -424,7 +424,7 @@ impl Variant {
 
 /// Leave-one-out Recall@K ([`DB_KS`]) and MAP@R of a collection's stored descriptors, labels
 /// from the images' folder names, with and without the collection's PCA.
-pub fn run_db(db: &Path) -> Result<EvalReport> {
+pub fn run_db(db: &Path, precision: Option<crate::model::Precision>) -> Result<EvalReport> {
     let store = Store::open_existing(db)?;
     let Some((row, stored)) = collection::collection_model(&store)? else {
         let message = format!(
@@ -433,6 +433,7 @@ pub fn run_db(db: &Path) -> Result<EvalReport> {
         );
         return Err(Error::refused(db, message, &[]));
     };
+    collection::check_precision(db, &stored, precision)?;
     let d = store.descriptors(row.id)?;
     let labels: HashMap<i64, Option<String>> =
         store.images()?.into_iter().map(|r| (r.id, r.label)).collect();

@@ -358,16 +358,33 @@ fn register_model(
             || old.spec.options != spec.options
         {
             let message = format!(
-                "{} was indexed with another model ({} via {}, pooling {}); this run asks for {} \
-                 via {}, pooling {}. Descriptors of different models are never mixed: use a new \
-                 database for the new model",
+                "{} was indexed with another model ({} via {}, pooling {}, precision {}); this \
+                 run asks for {} via {}, pooling {}, precision {}{}. Descriptors of different \
+                 models are never mixed: use a new database for the new model",
                 store.path().display(),
                 old.spec.name(),
                 old.spec.plugin,
                 old.spec.pooling,
+                old.spec.precision(),
                 spec.name(),
                 spec.plugin,
-                spec.pooling
+                spec.pooling,
+                spec.precision(),
+                if old.spec.precision() != spec.precision() {
+                    format!(
+                        " (the precision differs: index with --precision {} to add to this \
+                         collection)",
+                        old.spec.precision()
+                    )
+                } else if old.spec.options != spec.options {
+                    format!(
+                        " (the plugin options differ: {} vs {})",
+                        crate::merge::json_or_none(&old.spec.options),
+                        crate::merge::json_or_none(&spec.options)
+                    )
+                } else {
+                    String::new()
+                }
             );
             return Err(Error::refused(store.path(), message, &[Setting::Db]));
         }

@@ -2,9 +2,11 @@
 //!
 //! - `parity`: the ONNX graph run by real ONNX Runtime against `reference::forward`;
 //! - `config`: configuration inference from timm-shaped checkpoints, sidecars, dtypes;
-//! - `errors`: every failure names the file and the tensor and says what to do.
+//! - `errors`: every failure names the file and the tensor and says what to do;
+//! - `precision`: int8 graphs against the f32 reference.
 
 mod common;
 mod config;
 mod errors;
 mod parity;
+mod precision;

@@ -1,0 +1,185 @@
+//! `--precision`: int8 descriptors against fp32 and the reference forward, precision as part of
+//! a collection's model identity, and the refusals (fp16/bf16, int8 of a given .onnx file).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::embed::reference_cls;
+use crate::util::*;
+
+/// The documented agreement of int8 with fp32 descriptors (README, ARCHITECTURE.md): mean cosine
+/// at least this. Measured here ≈ 0.9999 on the micro ViT's pictures.
+const MIN_MEAN_COSINE: f64 = 0.99;
+
+fn embed(model: &Path, images: &[&Path], extra: &[&str]) -> Vec<Vec<f32>> {
+    let mut c = irtdb();
+    c.args(["embed", "--plugin", "ort-tensorrt", "--json", "--model"]).arg(model).args(extra);
+    c.args(images);
+    let j = json(&run_expect(&mut c, 0));
+    (0..images.len())
+        .map(|i| serde_json::from_value(j["images"][i]["descriptor"].clone()).unwrap())
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let n = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+/// Runs `c`, expects failure, returns stderr.
+fn refused(c: &mut Command) -> String {
+    let out = c.output().expect("run irtdb");
+    assert!(!out.status.success(), "expected a refusal, got success: {}", stderr(&out));
+    stderr(&out)
+}
+
+#[test]
+fn int8_embeddings_agree_with_fp32_and_the_reference_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, weights) = write_micro_vit(tmp.path(), false);
+    let paths: Vec<_> = (0..6).map(|i| tmp.path().join(format!("p{i}.jpg"))).collect();
+    for (i, p) in paths.iter().enumerate() {
+        write_picture(p, 64, 48, 40 + i as u32);
+    }
+    let images: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+    let fp32 = embed(&model, &images, &[]);
+    let explicit = embed(&model, &images, &["--precision", "fp32"]);
+    assert_eq!(fp32, explicit, "--precision fp32 is the default");
+    let int8 = embed(&model, &images, &["--precision", "int8"]);
+    let mut sum = 0.0;
+    for ((p, a), b) in images.iter().zip(&int8).zip(&fp32) {
+        let reference = reference_cls(&weights, p);
+        let c = cosine(a, &reference);
+        assert!(c > 0.98, "{}: int8 vs reference cosine {c}", p.display());
+        sum += cosine(a, b);
+    }
+    let mean = sum / images.len() as f64;
+    println!("int8 vs fp32 mean cosine {mean:.6}");
+    assert!(mean >= MIN_MEAN_COSINE, "int8 vs fp32 mean cosine {mean}");
+    assert_ne!(int8, fp32, "int8 must not be the fp32 graph");
+}
+
+#[test]
+fn a_collection_never_mixes_precisions() {
+    let f = Fixture::new(2, 3);
+    let index = |extra: &[&str]| {
+        let mut c = f.cmd(&["index", "--json", "--dim", "4"]);
+        c.arg(&f.gallery).arg("--model").arg(&f.model).args(extra);
+        c
+    };
+    run_expect(&mut index(&["--precision", "int8"]), 0);
+    let info = f.info();
+    assert_eq!(info["model"]["options"]["precision"], "int8", "{info:#}");
+    // Same precision again: accepted (nothing new to embed).
+    run_expect(&mut index(&["--precision", "int8"]), 0);
+    // fp32 (explicit or by default) into the int8 collection: refused, naming the difference.
+    for extra in [&["--precision", "fp32"][..], &[]] {
+        let e = refused(&mut index(extra));
+        assert!(
+            e.contains("precision int8") && e.contains("precision fp32"),
+            "message names both precisions: {e}"
+        );
+        assert!(e.contains("--precision int8"), "says what to do: {e}");
+    }
+    // Queries embed at the collection's precision; asking for another is refused.
+    let query = |extra: &[&str]| {
+        let mut c = f.cmd(&["query", "--json", "class00/000.jpg", "--k", "2"]);
+        c.args(extra);
+        c
+    };
+    let j = json(&run_expect(&mut query(&[]), 0));
+    assert_eq!(j["results"][0]["hits"][0]["path"], "class00/000.jpg", "{j:#}");
+    run_expect(&mut query(&["--precision", "int8"]), 0);
+    let e = refused(&mut query(&["--precision", "fp32"]));
+    assert!(e.contains("indexed at precision int8") && e.contains("asks for fp32"), "{e}");
+    // `eval --db` evaluates the stored descriptors; a --precision other than theirs is refused.
+    run_expect(&mut f.cmd(&["eval", "--json", "--precision", "int8"]), 0);
+    let e = refused(&mut f.cmd(&["eval", "--json", "--precision", "fp32"]));
+    assert!(e.contains("indexed at precision int8"), "{e}");
+}
+
+#[test]
+fn an_fp32_collection_refuses_int8() {
+    let f = Fixture::new(1, 2);
+    let index = |extra: &[&str]| {
+        let mut c = f.cmd(&["index", "--json", "--dim", "2"]);
+        c.arg(&f.gallery).arg("--model").arg(&f.model).args(extra);
+        c
+    };
+    run_expect(&mut index(&[]), 0);
+    assert!(f.info()["model"]["options"].is_null(), "fp32 is not recorded: old collections match");
+    run_expect(&mut index(&["--precision", "fp32"]), 0);
+    run_expect(&mut index(&["--plugin-config", r#"{"precision":"fp32"}"#]), 0);
+    let e = refused(&mut index(&["--precision", "int8"]));
+    assert!(e.contains("precision fp32") && e.contains("precision int8"), "{e}");
+    assert!(e.contains("--precision fp32"), "says what to do: {e}");
+}
+
+#[test]
+fn unsupported_precisions_and_models_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, weights) = write_micro_vit(tmp.path(), false);
+    let img = tmp.path().join("x.png");
+    write_picture(&img, 40, 40, 3);
+    let embed_cmd = |model: &Path, precision: &str| {
+        let mut c = irtdb();
+        c.args(["embed", "--plugin", "ort-tensorrt", "--precision", precision, "--model"]);
+        c.arg(model).arg(&img);
+        c
+    };
+    for p in ["fp16", "bf16"] {
+        let e = refused(&mut embed_cmd(&model, p));
+        assert!(e.contains(&format!("--precision {p} is not supported")), "{e}");
+        assert!(e.contains("no fast") && e.contains("int8"), "says why and what works: {e}");
+    }
+    let e = refused(&mut embed_cmd(&model, "int4"));
+    assert!(e.contains("unknown precision 'int4'"), "{e}");
+    // A given .onnx file is not rewritten: refused, pointing at the .safetensors route.
+    let onnx = tmp.path().join("micro.onnx");
+    std::fs::write(
+        &onnx,
+        irtdb_onnx::build_vit_onnx(&weights, irtdb_onnx::GraphOutput::Tokens).unwrap(),
+    )
+    .unwrap();
+    let e = refused(&mut embed_cmd(&onnx, "int8"));
+    assert!(e.contains("precision int8") && e.contains(".safetensors"), "{e}");
+    // fp32 of the same file still works.
+    run_expect(&mut embed_cmd(&onnx, "fp32"), 0);
+}
+
+#[test]
+fn the_model_cache_keeps_precisions_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, _) = write_micro_vit(tmp.path(), false);
+    let img = tmp.path().join("x.jpg");
+    write_picture(&img, 64, 48, 9);
+    let cache = tmp.path().join("cache");
+    let run = |precision: &str| {
+        let mut c = irtdb();
+        c.args(["embed", "--plugin", "ort-tensorrt", "--json", "--precision", precision])
+            .arg("--model")
+            .arg(&model)
+            .arg(&img)
+            .env("XDG_CACHE_HOME", &cache)
+            .env("IRTDB_MODEL_CACHE_LOG", "1")
+            .env_remove("IRTDB_NO_MODEL_CACHE");
+        let out = run_expect(&mut c, 0);
+        let d: Vec<f32> = serde_json::from_value(json(&out)["images"][0]["descriptor"].clone())
+            .expect("descriptor");
+        (d, stderr(&out))
+    };
+    let (fp32, log) = run("fp32");
+    assert!(log.contains("model cache: miss"), "{log}");
+    // int8 after fp32 is a miss of its own (precision is in the key), then a hit.
+    let (int8, log) = run("int8");
+    assert!(log.contains("model cache: miss"), "int8 must not reuse the fp32 graph: {log}");
+    let (again, log) = run("int8");
+    assert!(log.contains("model cache: hit"), "{log}");
+    assert_eq!(int8, again, "the cached int8 graph gives the same descriptor");
+    assert_ne!(int8, fp32);
+    assert!(cosine(&int8, &fp32) >= MIN_MEAN_COSINE);
+    let (fp32_again, log) = run("fp32");
+    assert!(log.contains("model cache: hit"), "{log}");
+    assert_eq!(fp32, fp32_again);
+}
