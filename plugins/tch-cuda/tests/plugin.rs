@@ -92,6 +92,14 @@ fn loads_describes_and_embeds_on_cpu() {
     assert!(e.to_string().contains("does not exist"), "{e}");
     let e = plugin.create_backbone(&config(json!({"model": path, "devise": "cpu"}))).unwrap_err();
     assert!(e.to_string().contains("devise"), "{e}");
+    // fp32 only: int8 is refused, pointing at the plugin that has it; fp32 said aloud is fine.
+    let e = plugin
+        .create_backbone(&config(json!({"model": path, "device": "cpu", "precision": "int8"})))
+        .unwrap_err();
+    assert!(e.to_string().contains("fp32 only") && e.to_string().contains("ort-tensorrt"), "{e}");
+    plugin
+        .create_backbone(&config(json!({"model": path, "device": "cpu", "precision": "fp32"})))
+        .unwrap();
     if !tch::Cuda::is_available() {
         let e =
             plugin.create_backbone(&config(json!({"model": path, "device": "cuda"}))).unwrap_err();
