@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use common::{median, ms, Table};
 use irtdb_core::{Backbone, Features, Pool};
 use irtdb_engine::model::{write_random_model, RandomModel};
@@ -60,7 +60,7 @@ fn main() -> Result<()> {
     let cache_dir = dir.join("xdg-cache").join("irtdb").join("ort-cache");
 
     // Indexed with the cache off: the cache folder stays empty until the first timed query.
-    run(irtdb(dir, &ort, &plugin, false).args([
+    common::run_timed(irtdb(dir, &ort, &plugin, false).args([
         "index",
         &p(&gallery),
         "--model",
@@ -74,7 +74,7 @@ fn main() -> Result<()> {
     ensure!(!cache_dir.exists(), "indexing with {NO_CACHE}=1 made {}", cache_dir.display());
 
     let query = |cache: bool| -> Result<(Query, f64)> {
-        let (out, wall) = run(irtdb(dir, &ort, &plugin, cache).args([
+        let (out, wall) = common::run_timed(irtdb(dir, &ort, &plugin, cache).args([
             "query",
             &p(&query_img),
             "--db",
@@ -148,37 +148,14 @@ fn main() -> Result<()> {
 /// The `irtdb` binary cargo built for this bench, with a clean environment and the cache in the
 /// scratch folder, on or off.
 fn irtdb(dir: &Path, ort: &Path, plugin: &Path, cache: bool) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_irtdb"));
-    c.env_remove("IRTDB_MODEL")
-        .env_remove("IRTDB_DB")
-        .env_remove("IRTDB_MODEL_CACHE_LOG")
-        .env("ORT_DYLIB_PATH", ort)
-        .env("IRTDB_PLUGIN_PATH", plugin.parent().expect("a file in a folder"))
-        .env("XDG_DATA_HOME", dir.join("xdg-data"))
-        .env("XDG_CACHE_HOME", dir.join("xdg-cache"));
+    let mut c = common::irtdb(dir, ort, plugin);
+    c.env_remove("IRTDB_MODEL_CACHE_LOG");
     if cache {
         c.env_remove(NO_CACHE);
     } else {
         c.env(NO_CACHE, "1");
     }
     c
-}
-
-/// Runs `cmd`, fails with its output unless it succeeds; returns stdout and the wall time.
-fn run(cmd: &mut Command) -> Result<(Vec<u8>, f64)> {
-    let t = Instant::now();
-    let out = cmd.output().context("running irtdb")?;
-    let wall = t.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "{:?} failed ({})\n{}{}",
-            cmd,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok((out.stdout, wall))
 }
 
 /// One query's report.

@@ -13,10 +13,9 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use common::{median, ms, num, Table};
 use irtdb_core::{Backbone, Pool};
 use irtdb_engine::model::{write_random_model, RandomModel};
@@ -195,35 +194,6 @@ fn store_writes(dir: &Path) -> Result<()> {
 
 // ----- (b) cold query latency -----------------------------------------------------------------
 
-/// The `irtdb` binary cargo built for this bench, with a clean environment.
-fn irtdb(dir: &Path, ort: &Path, plugin: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_irtdb"));
-    c.env_remove("IRTDB_MODEL")
-        .env_remove("IRTDB_DB")
-        .env("ORT_DYLIB_PATH", ort)
-        .env("IRTDB_PLUGIN_PATH", plugin.parent().expect("a file in a folder"))
-        .env("XDG_DATA_HOME", dir.join("xdg-data"))
-        .env("XDG_CACHE_HOME", dir.join("xdg-cache"));
-    c
-}
-
-/// Runs `cmd`, fails with its output unless it succeeds; returns stdout and the wall time.
-fn run(cmd: &mut Command) -> Result<(Vec<u8>, f64)> {
-    let t = Instant::now();
-    let out = cmd.output().context("running irtdb")?;
-    let wall = t.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "{:?} failed ({})\n{}{}",
-            cmd,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok((out.stdout, wall))
-}
-
 /// Per-run parts of one query process, in seconds.
 #[derive(Debug, Default)]
 struct Parts {
@@ -269,7 +239,7 @@ fn query_latency(dir: &Path, ort: &Path, plugin: &Path) -> Result<()> {
     let db = dir.join("gallery.db");
     let path = |p: &PathBuf| p.to_string_lossy().into_owned();
 
-    let (out, index_wall) = run(irtdb(dir, ort, plugin).args([
+    let (out, index_wall) = common::run_timed(common::irtdb(dir, ort, plugin).args([
         "index",
         &path(&gallery),
         "--model",
@@ -289,7 +259,13 @@ fn query_latency(dir: &Path, ort: &Path, plugin: &Path) -> Result<()> {
     );
 
     let query = |target: &str| -> Result<(Vec<u8>, f64)> {
-        run(irtdb(dir, ort, plugin).args(["query", target, "--db", &path(&db), "--json"]))
+        common::run_timed(common::irtdb(dir, ort, plugin).args([
+            "query",
+            target,
+            "--db",
+            &path(&db),
+            "--json",
+        ]))
     };
     let qpath = path(&query_img);
     query(&qpath)?; // untimed: warms the page cache (binary, libraries, weights)

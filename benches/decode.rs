@@ -24,12 +24,7 @@ use irtdb_image::{decode_file_sized, prepare_file, BatchPipeline, DecodeLimits, 
 const ROUNDS: usize = 5;
 
 fn main() -> Result<()> {
-    let files: usize = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(8);
+    let files: usize = common::first_arg().map(|a| a.parse()).transpose()?.unwrap_or(8);
     println!("# irtdb bench: decode ({files} photos per size)");
     println!("machine: {}", common::machine());
     let tmp = tempfile::tempdir()?;

@@ -128,10 +128,7 @@ fn score(
 }
 
 fn main() -> Result<()> {
-    let arch = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .unwrap_or_else(|| "deit_small_patch16_224".into());
+    let arch = common::first_arg().unwrap_or_else(|| "deit_small_patch16_224".into());
     let ort = common::setup_ort()?;
     let plugin = common::plugin_path()?;
     println!("# irtdb bench: dups (default threshold)");
@@ -158,15 +155,12 @@ fn main() -> Result<()> {
         model
     };
     let db = tmp.path().join("set.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_irtdb"))
+    let out = common::irtdb(tmp.path(), &ort, &plugin)
         .args(["index", "--json", "--db"])
         .arg(&db)
         .arg(&set)
         .arg("--model")
         .arg(&model)
-        .env("ORT_DYLIB_PATH", &ort)
-        .env("IRTDB_PLUGIN_PATH", plugin.parent().context("plugin folder")?)
-        .env("XDG_DATA_HOME", tmp.path().join("xdg"))
         .stderr(Stdio::inherit())
         .output()?;
     ensure!(out.status.success(), "irtdb index failed");

@@ -23,12 +23,7 @@ use irtdb_engine::model::{write_random_model, RandomModel};
 const RUNS: usize = 3;
 
 fn main() -> Result<()> {
-    let files: usize = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(100_000);
+    let files: usize = common::first_arg().map(|a| a.parse()).transpose()?.unwrap_or(100_000);
     common::setup_ort()?;
     let plugin = common::plugin_path()?;
     let exe = plugin.with_file_name("irtdb");

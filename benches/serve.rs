@@ -13,7 +13,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -34,10 +34,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let arch = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .unwrap_or_else(|| "deit_small_patch16_224".into());
+    let arch = common::first_arg().unwrap_or_else(|| "deit_small_patch16_224".into());
     let ort = common::setup_ort()?;
     let plugin = common::plugin_path()?;
     // This process opens the model too (the forward-alone yardstick).
@@ -61,14 +58,12 @@ fn main() -> Result<()> {
         &model,
     )?;
     let db = dir.join("g.db");
-    let status = Command::new(env!("CARGO_BIN_EXE_irtdb"))
+    let status = common::irtdb(dir, &ort, &plugin)
         .args(["index", "--json", "--dim", &PCA_DIM.to_string(), "--db"])
         .arg(&db)
         .arg(&gallery)
         .arg("--model")
         .arg(&model)
-        .env("ORT_DYLIB_PATH", &ort)
-        .env("XDG_DATA_HOME", dir.join("xdg"))
         .stdout(Stdio::null())
         .status()?;
     ensure!(status.success(), "irtdb index failed");
@@ -95,11 +90,9 @@ fn main() -> Result<()> {
     drop(service);
 
     // The server.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_irtdb"))
+    let mut child = common::irtdb(dir, &ort, &plugin)
         .args(["serve", "--bind", "127.0.0.1:0", "--db"])
         .arg(&db)
-        .env("ORT_DYLIB_PATH", &ort)
-        .env("XDG_DATA_HOME", dir.join("xdg"))
         .stdout(Stdio::piped())
         .spawn()?;
     let mut line = String::new();

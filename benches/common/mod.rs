@@ -303,3 +303,38 @@ impl Table {
         println!("{}", self.render());
     }
 }
+
+/// Runs `cmd`, fails with its output unless it succeeds; returns stdout and the wall time.
+pub fn run_timed(cmd: &mut std::process::Command) -> Result<(Vec<u8>, f64)> {
+    let t = Instant::now();
+    let out = cmd.output().context("running irtdb")?;
+    let wall = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({})\n{}{}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((out.stdout, wall))
+}
+
+/// The bench's first argument that is not a flag (cargo bench passes `--bench`), if any.
+pub fn first_arg() -> Option<String> {
+    std::env::args().skip(1).find(|a| !a.starts_with('-'))
+}
+
+/// The `irtdb` binary cargo built for this bench, with a clean environment: ONNX Runtime at
+/// `ort`, plugins beside `plugin`, data and cache folders in `dir`.
+pub fn irtdb(dir: &Path, ort: &Path, plugin: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_irtdb"));
+    c.env_remove("IRTDB_MODEL")
+        .env_remove("IRTDB_DB")
+        .env("ORT_DYLIB_PATH", ort)
+        .env("IRTDB_PLUGIN_PATH", plugin.parent().expect("a file in a folder"))
+        .env("XDG_DATA_HOME", dir.join("xdg-data"))
+        .env("XDG_CACHE_HOME", dir.join("xdg-cache"));
+    c
+}

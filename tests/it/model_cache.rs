@@ -72,19 +72,6 @@ fn only_entry(cache_home: &Path) -> PathBuf {
     files[0].clone()
 }
 
-/// A micro ViT (as `write_micro_vit`, another seed) with its model card.
-fn micro_vit_seeded(dir: &Path, seed: u64) -> (PathBuf, irtdb_onnx::VitWeights) {
-    let cfg = irtdb_onnx::testing::deit_config("vit_micro").expect("vit_micro preset");
-    let tensors = irtdb_onnx::testing::random_vit(&cfg, seed);
-    let path = dir.join(format!("micro{seed}.safetensors"));
-    irtdb_onnx::testing::save_safetensors(&path, &tensors).unwrap();
-    let overrides = irtdb_onnx::ConfigOverrides { heads: Some(cfg.heads), ..Default::default() };
-    let weights = irtdb_onnx::VitWeights::from_tensors(tensors, &overrides).unwrap();
-    let card = serde_json::json!({"num_heads": cfg.heads, "random_weights": true});
-    std::fs::write(path.with_extension("json"), card.to_string()).unwrap();
-    (path, weights)
-}
-
 /// Descriptors of a cached session equal the uncached session's: the same optimised graph runs
 /// the same kernels, so the bits agree (checked exactly, with the reference forward within
 /// 1e-4 as in the embed tests).
@@ -166,8 +153,8 @@ fn the_optimised_model_is_cached_on_first_load_and_used_on_the_second() {
 fn damaged_and_stale_cache_files_are_rebuilt_and_never_trusted() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("cache");
-    let (a, _) = micro_vit_seeded(tmp.path(), 7);
-    let (b, weights_b) = micro_vit_seeded(tmp.path(), 8);
+    let (a, _) = write_micro_vit_seeded(tmp.path(), 7);
+    let (b, weights_b) = write_micro_vit_seeded(tmp.path(), 8);
     let img = tmp.path().join("x.png");
     write_picture(&img, 48, 48, 9);
     let uncached_a = embed(&a, &img, &home, true);
@@ -310,8 +297,8 @@ fn doctor_shows_where_the_cache_is_and_when_it_is_off() {
 fn a_model_file_changed_in_place_is_hashed_again() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("cache");
-    let (a, _) = micro_vit_seeded(tmp.path(), 7);
-    let (b, weights_b) = micro_vit_seeded(tmp.path(), 8);
+    let (a, _) = write_micro_vit_seeded(tmp.path(), 7);
+    let (b, weights_b) = write_micro_vit_seeded(tmp.path(), 8);
     let img = tmp.path().join("x.png");
     write_picture(&img, 40, 40, 2);
     let uncached_a = embed(&a, &img, &home, true);
@@ -412,9 +399,9 @@ fn an_unwritable_cache_only_costs_the_cache() {
 fn entries_unused_for_a_month_are_removed_when_another_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("cache");
-    let (a, _) = micro_vit_seeded(tmp.path(), 7);
-    let (b, _) = micro_vit_seeded(tmp.path(), 8);
-    let (c, _) = micro_vit_seeded(tmp.path(), 9);
+    let (a, _) = write_micro_vit_seeded(tmp.path(), 7);
+    let (b, _) = write_micro_vit_seeded(tmp.path(), 8);
+    let (c, _) = write_micro_vit_seeded(tmp.path(), 9);
     let img = tmp.path().join("x.png");
     write_picture(&img, 40, 40, 1);
     embed(&a, &img, &home, false);

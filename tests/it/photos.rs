@@ -16,6 +16,20 @@ fn python(dir: &Path, script: &str) -> bool {
     true
 }
 
+/// Removes `key` from the preprocessing stored with the collection at `db`: the record an
+/// irtdb from before that key wrote.
+fn forget_preprocess_key(py: &Path, db: &Path, key: &str) {
+    let edit = "import json, sqlite3, sys\n\
+                c = sqlite3.connect(sys.argv[1])\n\
+                (i, cfg), = c.execute('select id, config from models').fetchall()\n\
+                cfg = json.loads(cfg)\n\
+                del cfg['backbone']['preprocess'][sys.argv[2]]\n\
+                c.execute('update models set config = ? where id = ?', (json.dumps(cfg), i))\n\
+                c.commit()\n";
+    let out = Command::new(py).args(["-c", edit]).arg(db).arg(key).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The same picture as HEIC and AVIF, each also decoded by Python and saved as PNG; an RGBA
 /// HEIC; and a HEIC written from an image with EXIF orientation 6 (pillow-heif stores it as the
 /// HEIF rotation `irot`).
@@ -280,15 +294,7 @@ fn collections_from_before_compositing_keep_dropping_alpha() {
     };
     run_expect(index().arg("--model").arg(&model), 0);
     // What an older irtdb wrote: the same record without the key.
-    let edit = "import json, sqlite3, sys\n\
-                c = sqlite3.connect(sys.argv[1])\n\
-                (i, cfg), = c.execute('select id, config from models').fetchall()\n\
-                cfg = json.loads(cfg)\n\
-                del cfg['backbone']['preprocess']['alpha_background']\n\
-                c.execute('update models set config = ? where id = ?', (json.dumps(cfg), i))\n\
-                c.commit()\n";
-    let out = Command::new(py).args(["-c", edit]).arg(&db).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    forget_preprocess_key(&py, &db, "alpha_background");
     let info = json(&run_expect(irtdb().args(["info", "--json", "--db"]).arg(&db), 0));
     assert_eq!(info["model"]["alpha_background"], "drop", "{info}");
 
@@ -433,15 +439,7 @@ fn scaled_jpeg_decoding_is_part_of_the_collection_record() {
     assert!(scaled_self > 0.99999, "a query decodes as the collection did: {scaled_self}");
 
     // What an older irtdb wrote: the same record without the key.
-    let edit = "import json, sqlite3, sys\n\
-                c = sqlite3.connect(sys.argv[1])\n\
-                (i, cfg), = c.execute('select id, config from models').fetchall()\n\
-                cfg = json.loads(cfg)\n\
-                del cfg['backbone']['preprocess']['jpeg_dct_scaling']\n\
-                c.execute('update models set config = ? where id = ?', (json.dumps(cfg), i))\n\
-                c.commit()\n";
-    let out = Command::new(py).args(["-c", edit]).arg(&db).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    forget_preprocess_key(&py, &db, "jpeg_dct_scaling");
     let info = json(&run_expect(irtdb().args(["info", "--json", "--db"]).arg(&db), 0));
     assert_eq!(info["model"]["jpeg_dct_scaling"], false, "{info}");
     // The query is now decoded in full: close to, but not exactly, the stored (scaled) one.

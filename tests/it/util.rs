@@ -146,9 +146,25 @@ pub fn write_micro_vit(dir: &Path, distilled: bool) -> (PathBuf, irtdb_onnx::Vit
     if distilled {
         cfg.prefix_tokens = 2;
     }
-    let tensors = irtdb_onnx::testing::random_vit(&cfg, 7);
     let path =
         dir.join(if distilled { "micro_distilled.safetensors" } else { "micro.safetensors" });
+    write_random_vit(&cfg, 7, path)
+}
+
+/// [`write_micro_vit`] (not distilled) with the random weights of `seed`, as
+/// `micro{seed}.safetensors`.
+pub fn write_micro_vit_seeded(dir: &Path, seed: u64) -> (PathBuf, irtdb_onnx::VitWeights) {
+    let cfg = irtdb_onnx::testing::deit_config("vit_micro").expect("vit_micro preset");
+    write_random_vit(&cfg, seed, dir.join(format!("micro{seed}.safetensors")))
+}
+
+/// Random weights of `cfg` from `seed` written to `path`, with the model card beside them.
+fn write_random_vit(
+    cfg: &irtdb_onnx::VitConfig,
+    seed: u64,
+    path: PathBuf,
+) -> (PathBuf, irtdb_onnx::VitWeights) {
+    let tensors = irtdb_onnx::testing::random_vit(cfg, seed);
     irtdb_onnx::testing::save_safetensors(&path, &tensors).unwrap();
     let overrides = irtdb_onnx::ConfigOverrides { heads: Some(cfg.heads), ..Default::default() };
     let weights = irtdb_onnx::VitWeights::from_tensors(tensors, &overrides).unwrap();

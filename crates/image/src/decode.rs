@@ -126,6 +126,17 @@ pub struct DecodedImage {
 }
 
 impl DecodedImage {
+    /// An image decoded at full size: its size is the size of `rgb`.
+    pub fn full(rgb: RgbImage, alpha: Option<GrayImage>) -> Self {
+        DecodedImage {
+            original_width: rgb.width(),
+            original_height: rgb.height(),
+            rgb,
+            alpha,
+            scale_denominator: 1,
+        }
+    }
+
     /// The image as the model should see it: composited over `background` (`c·a + bg·(1 − a)`,
     /// rounded), or the colour channels as stored for [`AlphaBackground::Drop`] or an opaque image.
     pub fn flattened(&self, background: AlphaBackground) -> std::borrow::Cow<'_, RgbImage> {
@@ -239,13 +250,7 @@ fn decode_unguarded<R: BufRead + Seek>(
             let mut data = Vec::new();
             inner.read_to_end(&mut data).map_err(|e| Error::io(path, e))?;
             let (rgb, alpha) = crate::heif::decode(&data, path, limits)?;
-            Ok(DecodedImage {
-                original_width: rgb.width(),
-                original_height: rgb.height(),
-                rgb,
-                alpha,
-                scale_denominator: 1,
-            })
+            Ok(DecodedImage::full(rgb, alpha))
         }
         Some(ImageFormat::Jpeg) => {
             // The JPEG decoder reads the whole stream into memory anyway; holding it here as well
@@ -336,13 +341,7 @@ fn decode_with<R: BufRead + Seek>(
     } else {
         (image.into_rgb8(), None)
     };
-    Ok(DecodedImage {
-        original_width: rgb.width(),
-        original_height: rgb.height(),
-        rgb,
-        alpha,
-        scale_denominator: 1,
-    })
+    Ok(DecodedImage::full(rgb, alpha))
 }
 
 /// Whether an EXIF orientation swaps width and height.

@@ -45,13 +45,7 @@ mod tests {
     #[test]
     fn thumbnails_fit_and_decode() {
         let rgb = RgbImage::from_pixel(300, 100, image::Rgb([10, 200, 30]));
-        let img = DecodedImage {
-            rgb,
-            alpha: None,
-            original_width: 300,
-            original_height: 100,
-            scale_denominator: 1,
-        };
+        let img = DecodedImage::full(rgb, None);
         let jpeg = thumbnail_jpeg(&img, 60).unwrap();
         let back = image::load_from_memory(&jpeg).unwrap();
         assert_eq!((back.width(), back.height()), (60, 20));
