@@ -1,7 +1,8 @@
 //! Camera photos: decode + timm preprocessing (224 crop) of 12-megapixel JPEGs, irtdb decoding
-//! at a reduced scale in the DCT domain (what `jpeg_dct_scaling` does) against irtdb's full
-//! decode, and against Pillow with and without `Image.draft` (the same scaling in libjpeg-turbo),
-//! on the same files in the same run. Then the preparation side of `irtdb index`
+//! at a reduced scale in the DCT domain (what `jpeg_dct_scaling` does; with libjpeg-turbo where
+//! it is installed, and with jpeg-decoder, its fallback) against irtdb's full decode, and against
+//! Pillow with and without `Image.draft` (the same scaling in libjpeg-turbo), on the same files in
+//! the same run. Then the preparation side of `irtdb index`
 //! (`BatchPipeline`, all cores) on 12 MP photos against 800×600 ones.
 //!
 //!     cargo bench --bench decode [-- FILES]          # default 8 photos per size
@@ -19,7 +20,9 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use common::{median, ms, num, Table};
 use irtdb_core::Preprocess;
-use irtdb_image::{decode_file_sized, prepare_file, BatchPipeline, DecodeLimits, DecodeSize};
+use irtdb_image::{
+    decode_file_sized, prepare_file, turbo, BatchPipeline, DecodeLimits, DecodeSize,
+};
 
 const ROUNDS: usize = 5;
 
@@ -45,37 +48,50 @@ fn main() -> Result<()> {
     let full = Preprocess { jpeg_dct_scaling: false, ..scaled.clone() };
     let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
 
-    // Per image, one thread; the contenders take turns within each round.
+    // Per image, one thread; the contenders take turns within each round. libjpeg-turbo is
+    // switched on or off for each (`turbo::set_enabled`); rows needing it are left out without it.
+    let has_turbo = turbo::available();
+    if !has_turbo {
+        println!("(libjpeg-turbo not loaded: {:?}; its rows are left out)", turbo::library());
+    }
     type Job<'a> = Box<dyn Fn(&Path) + Send + Sync + 'a>;
-    let jobs: Vec<(&str, Job)> = vec![
-        (
-            "irtdb decode at 1/8 (jpeg-decoder, DCT scaling)",
-            Box::new(|f: &Path| {
-                let size = DecodeSize::for_preprocess(&scaled);
-                std::hint::black_box(decode_file_sized(f, &limits, size).expect("decodes"));
-            }),
-        ),
-        (
-            "irtdb decode in full (image crate, zune-jpeg)",
-            Box::new(|f: &Path| {
-                std::hint::black_box(
-                    decode_file_sized(f, &limits, DecodeSize::Full).expect("decodes"),
-                );
-            }),
-        ),
-        (
-            "irtdb decode at 1/8 + preprocess (prepare_file)",
-            Box::new(|f: &Path| {
-                std::hint::black_box(prepare_file(f, &scaled, &limits).expect("prepares"));
-            }),
-        ),
-        (
-            "irtdb full decode + preprocess (prepare_file)",
-            Box::new(|f: &Path| {
-                std::hint::black_box(prepare_file(f, &full, &limits).expect("prepares"));
-            }),
-        ),
-    ];
+    let (scaled_ref, limits_ref) = (&scaled, &limits);
+    let decode_scaled = |use_turbo: bool| -> Job {
+        Box::new(move |f: &Path| {
+            let (scaled, limits) = (scaled_ref, limits_ref);
+            turbo::set_enabled(use_turbo);
+            let size = DecodeSize::for_preprocess(scaled);
+            std::hint::black_box(decode_file_sized(f, limits, size).expect("decodes"));
+        })
+    };
+    let prepare_scaled = |use_turbo: bool| -> Job {
+        Box::new(move |f: &Path| {
+            let (scaled, limits) = (scaled_ref, limits_ref);
+            turbo::set_enabled(use_turbo);
+            std::hint::black_box(prepare_file(f, scaled, limits).expect("prepares"));
+        })
+    };
+    let mut jobs: Vec<(&str, Job)> = Vec::new();
+    if has_turbo {
+        jobs.push(("irtdb decode at 1/8 (libjpeg-turbo, DCT scaling)", decode_scaled(true)));
+    }
+    jobs.push(("irtdb decode at 1/8 (jpeg-decoder, DCT scaling)", decode_scaled(false)));
+    jobs.push((
+        "irtdb decode in full (image crate, zune-jpeg)",
+        Box::new(|f: &Path| {
+            std::hint::black_box(decode_file_sized(f, &limits, DecodeSize::Full).expect("decodes"));
+        }),
+    ));
+    if has_turbo {
+        jobs.push(("irtdb decode at 1/8 + preprocess (libjpeg-turbo)", prepare_scaled(true)));
+    }
+    jobs.push(("irtdb decode at 1/8 + preprocess (jpeg-decoder)", prepare_scaled(false)));
+    jobs.push((
+        "irtdb full decode + preprocess (prepare_file)",
+        Box::new(|f: &Path| {
+            std::hint::black_box(prepare_file(f, &full, &limits).expect("prepares"));
+        }),
+    ));
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); jobs.len()];
     one_thread.install(|| {
         for f in &big {
@@ -94,8 +110,9 @@ fn main() -> Result<()> {
         }
     });
 
+    turbo::set_enabled(true);
     let pillow = run_pillow(&big)?;
-    let yardstick = median(&times[3]);
+    let yardstick = median(times.last().expect("the full decode + preprocess row"));
     let mut table = Table::new(
         "4000×3000 JPEG (q90) → 224×224 (resize shorter side to 256, bicubic; centre crop), one thread, per image",
         &["", "median ms", "speed vs irtdb full decode + preprocess"],
@@ -120,9 +137,9 @@ fn main() -> Result<()> {
     }
     table.print();
 
-    // Decode alone at each scale (jpeg-decoder) against the full decode (zune-jpeg), one thread:
-    // where scaling pays, and where the slower entropy decoder eats the gain. (1/2, slower than
-    // the full decode, is not used: DecodeSize::jpeg_denominator.)
+    // Decode alone at each scale and decoder against the full decode (zune-jpeg), one thread:
+    // where scaling pays, and where a slower entropy decoder eats the gain (jpeg-decoder at 1/2 is
+    // slower than the full decode, so it is not used: DecodeSize::jpeg_denominator).
     let mut table = Table::new(
         "Decode alone, one thread, per image: each scale against the full decode",
         &["photo", "scale", "decoder", "median ms", "speed vs full"],
@@ -130,21 +147,38 @@ fn main() -> Result<()> {
     for (label, files, (w, h)) in
         [("4000×3000", &big, (4000u32, 3000u32)), ("800×600", &small, (800, 600))]
     {
-        let scales: Vec<u32> = if w >= 4000 { vec![1, 4, 8] } else { vec![1, 4] };
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); scales.len()];
+        let mut cases: Vec<(u32, bool)> = vec![(1, false), (2, false), (4, false), (8, false)];
+        if has_turbo {
+            cases.extend([(2, true), (4, true), (8, true)]);
+        }
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
         one_thread.install(|| {
             for round in 0..=ROUNDS {
                 for f in files.iter() {
-                    for (d, t) in scales.iter().zip(&mut times) {
+                    for ((d, use_turbo), t) in cases.iter().zip(&mut times) {
+                        turbo::set_enabled(*use_turbo);
                         let size = if *d == 1 {
                             DecodeSize::Full
                         } else {
                             DecodeSize::AtLeast { width: w / d, height: h / d }
                         };
                         let start = Instant::now();
-                        let img = decode_file_sized(f, &limits, size).expect("decodes");
+                        let img = match (*d, *use_turbo) {
+                            // jpeg-decoder at 1/2, which irtdb never picks: called directly.
+                            (2, false) => {
+                                let data = std::fs::read(f).expect("reads");
+                                let mut dec = jpeg_decoder::Decoder::new(data.as_slice());
+                                dec.read_info().expect("header");
+                                dec.scale((w / 2) as u16, (h / 2) as u16).expect("scales");
+                                std::hint::black_box(dec.decode().expect("decodes"));
+                                None
+                            }
+                            _ => Some(decode_file_sized(f, &limits, size).expect("decodes")),
+                        };
                         let secs = start.elapsed().as_secs_f64();
-                        assert_eq!(img.scale_denominator, *d);
+                        if let Some(img) = img {
+                            assert_eq!(img.scale_denominator, *d);
+                        }
                         if round > 0 {
                             t.push(secs);
                         }
@@ -152,9 +186,14 @@ fn main() -> Result<()> {
                 }
             }
         });
+        turbo::set_enabled(true);
         let yardstick = median(&times[0]);
-        for (d, t) in scales.iter().zip(&times) {
-            let decoder = if *d == 1 { "zune-jpeg (image)" } else { "jpeg-decoder" };
+        for ((d, use_turbo), t) in cases.iter().zip(&times) {
+            let decoder = match (*d, *use_turbo) {
+                (1, _) => "zune-jpeg (image)",
+                (_, true) => "libjpeg-turbo",
+                (_, false) => "jpeg-decoder",
+            };
             table.row(vec![
                 label.into(),
                 format!("1/{d}"),
@@ -171,7 +210,13 @@ fn main() -> Result<()> {
         "BatchPipeline (decode + preprocess on all cores, batches of 32), images per second",
         &["", "12 MP photos", "800×600 photos", "12 MP / 800×600"],
     );
-    for (name, p) in [("DCT scaling (new collections)", &scaled), ("full decode", &full)] {
+    let mut setups =
+        vec![("DCT scaling, jpeg-decoder", &scaled, false), ("full decode", &full, false)];
+    if has_turbo {
+        setups.insert(0, ("DCT scaling, libjpeg-turbo (new collections)", &scaled, true));
+    }
+    for (name, p, use_turbo) in setups {
+        turbo::set_enabled(use_turbo);
         let rate = |files: &[PathBuf]| -> Result<f64> {
             // Enough images for a steady pipeline: the files, repeated.
             let items: Vec<(usize, PathBuf)> =

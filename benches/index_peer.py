@@ -100,6 +100,9 @@ def main():
         files = sorted(os.path.join(small, f) for f in os.listdir(small))
         # Warm irtdb's model cache once (its first load optimises and writes the entry).
         irtdb_index(release, big, model, ["--dim", "0"], tmp)
+        tch = os.path.exists(os.path.join(release, "plugins", "libirtdb_plugin_tch_cuda.so"))
+        if tch:  # warm libtorch's files into the page cache
+            irtdb_index(release, big, model, ["--dim", "0", "--plugin", "tch-cuda"], tmp)
         rows = []
         for rnd in range(2):
             py, py_fwd = python_pipeline(files, timm_onnx)
@@ -107,14 +110,33 @@ def main():
             for prec in ["fp32", "int8"]:
                 wall, embed = irtdb_index(release, small, model, ["--precision", prec], tmp)
                 rows.append((f"irtdb index {prec}, 800x600", wall, embed))
-            wall, embed = irtdb_index(release, big, model, [], tmp)
-            rows.append(("irtdb index fp32, 4000x3000 (12 MP)", wall, embed))
+                wall, embed = irtdb_index(release, big, model, ["--precision", prec], tmp)
+                rows.append((f"irtdb index {prec}, 4000x3000 (12 MP)", wall, embed))
+            if tch:
+                wall, embed = irtdb_index(release, small, model, ["--plugin", "tch-cuda"], tmp)
+                rows.append(("irtdb index fp32 --plugin tch-cuda (libtorch CPU), 800x600", wall,
+                             embed))
         print(f"onnxruntime {ort.__version__}; {n} 800x600 and {n12} 4000x3000 photo-like JPEGs; "
               f"batch {BATCH}; 2 threads; load {os.getloadavg()}")
         print("| pipeline | img/s (whole run) | img/s (embedding phase / forward alone) |")
         print("|---|---:|---:|")
         for name, a, b in rows:
             print(f"| {name} | {a:.1f} | {b if b is None else f'{b:.1f}'} |")
+        # Ratios of the embedding-phase rates (the Python pipeline has no other phase), per round.
+        print()
+        per_round = len(rows) // 2
+        for rnd in range(2):
+            r = {name: (a, b) for name, a, b in rows[rnd * per_round:(rnd + 1) * per_round]}
+            py = r["Python: Pillow + onnxruntime (timm export)"][0]
+            rate = lambda k: r[k][1]
+            f32, i8 = rate("irtdb index fp32, 800x600"), rate("irtdb index int8, 800x600")
+            line = (f"round {rnd + 1}: irtdb fp32 / Python {f32 / py:.2f}x; int8 / fp32 {i8 / f32:.2f}x; "
+                    f"12 MP / 800x600: fp32 {rate('irtdb index fp32, 4000x3000 (12 MP)') / f32:.2f}x, "
+                    f"int8 {rate('irtdb index int8, 4000x3000 (12 MP)') / i8:.2f}x")
+            if tch:
+                t = rate("irtdb index fp32 --plugin tch-cuda (libtorch CPU), 800x600")
+                line += f"; tch-cuda (libtorch CPU) fp32 / Python {t / py:.2f}x"
+            print(line)
 
 
 if __name__ == "__main__":

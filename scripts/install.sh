@@ -93,6 +93,20 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libheif\.so\.1'; then
   fi
 fi
 
+# Large JPEGs: irtdb loads libjpeg-turbo's TurboJPEG library at run time for scaled decoding
+# (without it, a slower pure-Rust decoder). Installed here when missing, as libheif is.
+if ! ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0'; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo -n)
+  if command -v apt-get >/dev/null && "${sudo_cmd[@]}" true 2>/dev/null \
+      && DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends libturbojpeg0 >/dev/null; then
+    echo "installed libturbojpeg0 (fast decoding of large JPEGs)"
+  else
+    echo "note: libturbojpeg is not installed: large JPEGs are decoded ~1.5x slower;"
+    echo "      install it (Debian/Ubuntu: sudo apt install libturbojpeg0; Fedora: sudo dnf install turbojpeg; macOS: brew install jpeg-turbo)"
+  fi
+fi
+
 echo "installed irtdb into $prefix"
 case ":$PATH:" in
   *":$prefix/bin:"*) ;;

@@ -30,6 +30,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut checks = vec![on_path()];
     plugins(&mut checks);
     checks.push(image_formats());
+    checks.push(jpeg_decoder());
     hub(&mut checks);
     let broken = checks.iter().filter(|c| c.required && !c.ok).count();
     if args.json {
@@ -168,6 +169,23 @@ fn image_formats() -> Check {
             Err(why) => format!("JPEG, PNG, WebP, BMP, TIFF, GIF; no HEIC/AVIF ({why})"),
         },
         fix: heif.is_err().then(|| irtdb_image::heif::INSTALL_HINT.to_string()),
+    }
+}
+
+/// The JPEG decoder of large photos (libjpeg-turbo's scaled decoding when installed).
+fn jpeg_decoder() -> Check {
+    let turbo = irtdb_image::turbo::library();
+    Check {
+        what: "JPEG decoding",
+        ok: turbo.is_ok(),
+        required: false,
+        found: match &turbo {
+            Ok(lib) => format!("libjpeg-turbo ({lib}): large photos decoded at 1/2, 1/4 or 1/8"),
+            Err(why) => format!(
+                "jpeg-decoder at 1/4 or 1/8 (about 1.5x slower on 12 MP photos): {why}"
+            ),
+        },
+        fix: turbo.is_err().then(|| irtdb_image::turbo::INSTALL_HINT.to_string()),
     }
 }
 

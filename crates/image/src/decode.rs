@@ -13,11 +13,12 @@
 //! colours, for [`DecodedImage::flattened`] to composite as the model's preprocessing says.
 //!
 //! A caller that will shrink the image anyway says how large it must stay ([`DecodeSize`]): a
-//! JPEG is then decoded at 1/4 or 1/8 of its size in the DCT domain (the inverse DCT of each 8×8
-//! block computed at 2×2 or 1×1, as libjpeg's scaled decoding and Pillow's `Image.draft` do), by
-//! `jpeg-decoder`, choosing the smallest scale whose result is still at least that size (1/2 is
-//! left out: see [`DecodeSize::jpeg_denominator`]). A 12-megapixel photo prepared for a
-//! 224-pixel model is decoded at 1/8.
+//! JPEG is then decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain (the inverse DCT of each
+//! 8×8 block computed at 4×4, 2×2 or 1×1, as libjpeg's scaled decoding and Pillow's
+//! `Image.draft` do), choosing the smallest scale whose result is still at least that size. The
+//! decoder is the system's libjpeg-turbo where it is installed ([`crate::turbo`]), else
+//! `jpeg-decoder` at 1/4 or 1/8 only (see [`DecodeSize::jpeg_denominator`]). A 12-megapixel photo
+//! prepared for a 224-pixel model is decoded at 1/8.
 //! Other formats, and JPEGs the scaled decoder does not handle (12-bit, lossless), are decoded
 //! in full.
 
@@ -79,14 +80,29 @@ impl DecodeSize {
         }
     }
 
-    /// The JPEG scale denominator (1, 4 or 8) for an image stored as `width × height`, whose
+    /// The JPEG scale denominator (1, 2, 4 or 8) for an image stored as `width × height`, whose
     /// EXIF orientation turns it by 90° when `sideways`: the largest whose decoded size (libjpeg's
-    /// `ceil(side / d)`) still meets this requirement.
-    ///
-    /// 1/2 is never chosen: jpeg-decoder's entropy decoding is slower than the full decoder's
-    /// (zune-jpeg), and at 1/2 the smaller inverse DCT does not make up for it (0.75–0.85× the
-    /// speed of a full decode in `cargo bench --bench decode`); at 1/4 and 1/8 it does.
+    /// `ceil(side / d)`) still meets this requirement, among those this machine decodes faster
+    /// than a full decode ([`Self::jpeg_denominator_among`] with 1/2 only where libjpeg-turbo is
+    /// loaded).
     pub fn jpeg_denominator(self, width: u32, height: u32, sideways: bool) -> u32 {
+        let half = crate::turbo::available();
+        self.jpeg_denominator_among(width, height, sideways, half)
+    }
+
+    /// [`Self::jpeg_denominator`], with 1/2 a candidate only when `half`.
+    ///
+    /// 1/2 pays only with libjpeg-turbo: jpeg-decoder's entropy decoding is slower than the full
+    /// decoder's (zune-jpeg), and at 1/2 the smaller inverse DCT does not make up for it
+    /// (0.75–0.85× the speed of a full decode in `cargo bench --bench decode`); at 1/4 and 1/8 it
+    /// does.
+    pub fn jpeg_denominator_among(
+        self,
+        width: u32,
+        height: u32,
+        sideways: bool,
+        half: bool,
+    ) -> u32 {
         let (need_w, need_h) = match self {
             DecodeSize::Full => return 1,
             DecodeSize::ShorterSideAtLeast(n) => {
@@ -99,8 +115,10 @@ impl DecodeSize {
             DecodeSize::AtLeast { width: w, height: h } if sideways => (h, w),
             DecodeSize::AtLeast { width: w, height: h } => (w, h),
         };
-        [8, 4]
-            .into_iter()
+        let candidates: &[u32] = if half { &[8, 4, 2] } else { &[8, 4] };
+        candidates
+            .iter()
+            .copied()
             .find(|&d| width.div_ceil(d) >= need_w && height.div_ceil(d) >= need_h)
             .unwrap_or(1)
     }
@@ -120,7 +138,7 @@ pub struct DecodedImage {
     pub original_width: u32,
     /// Full height after the EXIF orientation was applied.
     pub original_height: u32,
-    /// 1 for a full decode; 4 or 8 for a JPEG decoded at that fraction of its size
+    /// 1 for a full decode; 2, 4 or 8 for a JPEG decoded at that fraction of its size
     /// (`rgb` is then `ceil(original / scale_denominator)` on each side).
     pub scale_denominator: u32,
 }
@@ -364,9 +382,10 @@ struct ScaledJpeg {
     orientation: Orientation,
 }
 
-/// Decodes `data` at `1 / denominator` of its size with `jpeg-decoder`, whose inverse DCT
-/// computes each 8×8 block at the reduced size; `None` for a JPEG it does not scale (12-bit
-/// samples, lossless coding), which the caller decodes in full.
+/// Decodes `data` at `1 / denominator` of its size, whose inverse DCT computes each 8×8 block at
+/// the reduced size: with libjpeg-turbo where it is installed, else (and for CMYK/YCCK colours)
+/// with `jpeg-decoder`; `None` for a JPEG neither scales (12-bit samples, lossless coding), which
+/// the caller decodes in full.
 ///
 /// The header has passed the pixel limit already; the memory this decode needs is checked
 /// before any of it is allocated: the colour planes and output at the reduced size, plus, for a
@@ -415,29 +434,18 @@ fn decode_jpeg_scaled(
             limit: limits.max_alloc_bytes,
         });
     }
-    decoder.set_max_decoding_buffer_size(
-        usize::try_from(limits.max_alloc_bytes).unwrap_or(usize::MAX),
-    );
-    let pixels = decoder.decode().map_err(|e| jpeg_error(e, path))?;
     let (w, h) = (u32::from(w), u32::from(h));
-    let raw = match info.pixel_format {
-        PixelFormat::RGB24 => pixels,
-        PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        // jpeg-decoder gives plain CMYK (Adobe's inversion undone, YCCK converted); the image
-        // crate's decoder (zune-jpeg), which gives the full-size result, computes R = C'·K' / 255
-        // on the stored (inverted) values C' = 255 − C, K' = 255 − K. Do the same.
-        PixelFormat::CMYK32 => pixels
-            .chunks_exact(4)
-            .flat_map(|px| {
-                let k = 255 - u32::from(px[3]);
-                let blend = |c: u8| {
-                    let t = (255 - u32::from(c)) * k + 128;
-                    ((t + (t >> 8)) >> 8) as u8
-                };
-                [blend(px[0]), blend(px[1]), blend(px[2])]
+    let raw = match crate::turbo::decode_scaled(data, jpeg.width, jpeg.height, jpeg.denominator) {
+        Ok(rgb) => rgb,
+        Err(crate::turbo::Failure::Corrupt(message)) => {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("libjpeg-turbo: {message}"),
             })
-            .collect(),
-        PixelFormat::L16 => unreachable!("12-bit JPEGs are decoded in full"),
+        }
+        Err(crate::turbo::Failure::NotHandled) => {
+            decode_scaled_pure_rust(decoder, info.pixel_format, path, limits)?
+        }
     };
     let rgb = RgbImage::from_raw(w, h, raw).ok_or_else(|| Error::Corrupt {
         path: path.to_path_buf(),
@@ -457,6 +465,41 @@ fn decode_jpeg_scaled(
         original_height,
         scale_denominator: jpeg.denominator,
     }))
+}
+
+/// The scaled decode by `jpeg-decoder` (scale already set), as interleaved 8-bit RGB: where
+/// libjpeg-turbo is not installed, and for CMYK/YCCK JPEGs.
+fn decode_scaled_pure_rust(
+    mut decoder: jpeg_decoder::Decoder<&[u8]>,
+    pixel_format: jpeg_decoder::PixelFormat,
+    path: &Path,
+    limits: &DecodeLimits,
+) -> Result<Vec<u8>> {
+    use jpeg_decoder::PixelFormat;
+
+    decoder.set_max_decoding_buffer_size(
+        usize::try_from(limits.max_alloc_bytes).unwrap_or(usize::MAX),
+    );
+    let pixels = decoder.decode().map_err(|e| jpeg_error(e, path))?;
+    Ok(match pixel_format {
+        PixelFormat::RGB24 => pixels,
+        PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        // jpeg-decoder gives plain CMYK (Adobe's inversion undone, YCCK converted); the image
+        // crate's decoder (zune-jpeg), which gives the full-size result, computes R = C'·K' / 255
+        // on the stored (inverted) values C' = 255 − C, K' = 255 − K. Do the same.
+        PixelFormat::CMYK32 => pixels
+            .chunks_exact(4)
+            .flat_map(|px| {
+                let k = 255 - u32::from(px[3]);
+                let blend = |c: u8| {
+                    let t = (255 - u32::from(c)) * k + 128;
+                    ((t + (t >> 8)) >> 8) as u8
+                };
+                [blend(px[0]), blend(px[1]), blend(px[2])]
+            })
+            .collect(),
+        PixelFormat::L16 => unreachable!("12-bit JPEGs are decoded in full"),
+    })
 }
 
 fn jpeg_error(error: jpeg_decoder::Error, path: &Path) -> Error {

@@ -25,6 +25,7 @@ mod error;
 pub mod heif;
 mod preprocess;
 mod scan;
+pub mod turbo;
 
 pub use augment::{AugmentDraw, TrainAugment};
 pub use batch::{prepare_batch, prepare_file, BatchPipeline, ImageMeta, PreparedBatch};

@@ -1,6 +1,6 @@
-//! JPEG decoding at 1/4 or 1/8 scale (DCT domain): the scale chosen, what preprocessing
+//! JPEG decoding at 1/2, 1/4 or 1/8 scale (DCT domain): the scale chosen, what preprocessing
 //! makes of the smaller image compared with a full decode, orientation, colour models,
-//! progressive files and the limits.
+//! progressive files and the limits; libjpeg-turbo against jpeg-decoder.
 
 use std::path::Path;
 
@@ -65,14 +65,22 @@ fn with_exif(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 #[test]
 fn scale_is_the_smallest_that_still_covers_the_need() {
     let short = DecodeSize::ShorterSideAtLeast(256);
+    // 1/2 is a candidate only with libjpeg-turbo (jpeg-decoder at 1/2 is slower than a full decode).
+    assert_eq!(short.jpeg_denominator_among(1000, 1000, false, true), 2); // 500
+    assert_eq!(short.jpeg_denominator_among(1000, 1000, false, false), 1); // 1/4 → 250
+    assert_eq!(short.jpeg_denominator_among(2040, 2048, false, true), 4);
+    assert_eq!(short.jpeg_denominator_among(511, 300, false, true), 1); // 150 at 1/2
+    assert_eq!(short.jpeg_denominator_among(513, 512, false, true), 2); // ceil(513 / 2) = 257
+    let half = irtdb_image::turbo::available();
+    assert_eq!(short.jpeg_denominator(1000, 1000, false), if half { 2 } else { 1 });
     assert_eq!(short.jpeg_denominator(4000, 3000, false), 8); // 500×375
     assert_eq!(short.jpeg_denominator(3000, 4000, true), 8);
     assert_eq!(short.jpeg_denominator(2047, 2048, false), 8); // ceil(2047 / 8) = 256
     assert_eq!(short.jpeg_denominator(2040, 2048, false), 4); // 2040 / 8 = 255
     assert_eq!(short.jpeg_denominator(2048, 2048, false), 8); // exactly 256
-    assert_eq!(short.jpeg_denominator(1000, 1000, false), 1); // 1/4 → 250; 1/2 is not used
     assert_eq!(short.jpeg_denominator(1100, 1024, false), 4);
     assert_eq!(short.jpeg_denominator(511, 300, false), 1);
+    assert_eq!(DecodeSize::Full.jpeg_denominator_among(4000, 3000, false, true), 1);
     assert_eq!(short.jpeg_denominator(100, 80, false), 1); // smaller than needed: full
     assert_eq!(DecodeSize::Full.jpeg_denominator(4000, 3000, false), 1);
     // Upright sizes: a photo stored 4000×3000 and turned by its EXIF orientation is 3000 wide.
@@ -256,4 +264,82 @@ fn the_preprocess_flag_decides_between_scaled_and_full_decoding() {
     p.jpeg_dct_scaling = false;
     let (x, _) = prepare_file(&path, &p, &limits()).unwrap();
     assert_eq!(x.into_raw_vec_and_offset().0, tensor(&full, &p));
+}
+
+/// Whether the tests run with libjpeg-turbo: under the README's test command
+/// (IRTDB_TEST_STRICT=1, which installs libturbojpeg0) it must be there.
+fn turbo_or_skip(test: &str) -> bool {
+    match irtdb_image::turbo::library() {
+        Ok(_) => true,
+        Err(why) => {
+            let strict = std::env::var_os("IRTDB_TEST_STRICT").is_some_and(|v| v == "1");
+            assert!(!strict, "{test}: libjpeg-turbo is needed: {why}");
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+#[test]
+fn libjpeg_turbo_and_jpeg_decoder_give_the_same_scaled_pixels() {
+    if !turbo_or_skip("libjpeg_turbo_and_jpeg_decoder_give_the_same_scaled_pixels") {
+        return;
+    }
+    let img = photo(2000, 1500, 6);
+    for (name, bytes) in [
+        ("baseline 4:2:0", encode_jpeg(&img, 90)),
+        ("progressive", jpeg_encoded(&img, jpeg_encoder::ColorType::Rgb, true)),
+        ("grey", jpeg_encoded(&img, jpeg_encoder::ColorType::Luma, false)),
+    ] {
+        for d in [2u32, 4, 8] {
+            let turbo = irtdb_image::turbo::decode_scaled(&bytes, 2000, 1500, d).unwrap();
+            // Independently: jpeg-decoder's own scaled decode of the same stream.
+            let mut other = jpeg_decoder::Decoder::new(bytes.as_slice());
+            other.read_info().unwrap();
+            let want = (2000u32.div_ceil(d), 1500u32.div_ceil(d));
+            let (w, h) = other.scale(want.0 as u16, want.1 as u16).unwrap();
+            assert_eq!((u32::from(w), u32::from(h)), want, "{name} 1/{d}");
+            let pixels = other.decode().unwrap();
+            let rgb: Vec<u8> = match other.info().unwrap().pixel_format {
+                jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+                _ => pixels,
+            };
+            assert_eq!(turbo.len(), rgb.len(), "{name} 1/{d}");
+            let mean = turbo.iter().zip(&rgb).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>()
+                / rgb.len() as f64;
+            // Both are libjpeg's scaled IDCTs; they differ in rounding and in chroma upsampling.
+            assert!(mean < 2.0, "{name} 1/{d}: mean difference {mean:.2} levels");
+        }
+    }
+    // Not handled (the caller decodes CMYK another way), and damaged data is an error.
+    let cmyk = jpeg_encoded(&img, jpeg_encoder::ColorType::Cmyk, false);
+    assert!(matches!(
+        irtdb_image::turbo::decode_scaled(&cmyk, 2000, 1500, 8),
+        Err(irtdb_image::turbo::Failure::NotHandled)
+    ));
+    let mut broken = encode_jpeg(&img, 90);
+    let sof = broken.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    broken[sof + 9] = 7; // seven components
+    assert!(matches!(
+        irtdb_image::turbo::decode_scaled(&broken, 2000, 1500, 8),
+        Err(irtdb_image::turbo::Failure::Corrupt(_))
+    ));
+}
+
+#[test]
+fn a_half_scale_decode_preprocesses_like_the_full_decode() {
+    if !turbo_or_skip("a_half_scale_decode_preprocesses_like_the_full_decode") {
+        return;
+    }
+    let img = photo(1000, 900, 7);
+    let bytes = encode_jpeg(&img, 90);
+    let p = Preprocess::imagenet(224);
+    let full = decode_bytes(&bytes, Path::new("h.jpg"), &limits()).unwrap();
+    let half =
+        decode_bytes_sized(&bytes, Path::new("h.jpg"), &limits(), DecodeSize::for_preprocess(&p))
+            .unwrap();
+    assert_eq!((half.scale_denominator, half.rgb.dimensions()), (2, (500, 450)));
+    let (a, b) = (tensor(&full, &p), tensor(&half, &p));
+    let (c, m) = (cosine(&a, &b), mean_levels(&a, &b));
+    assert!(c >= 0.999 && m < 3.0, "1/2: cosine {c}, mean difference {m:.2} levels");
 }
