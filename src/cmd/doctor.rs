@@ -181,9 +181,9 @@ fn jpeg_decoder() -> Check {
         required: false,
         found: match &turbo {
             Ok(lib) => format!("libjpeg-turbo ({lib}): large photos decoded at 1/2, 1/4 or 1/8"),
-            Err(why) => format!(
-                "jpeg-decoder at 1/4 or 1/8 (about 1.5x slower on 12 MP photos): {why}"
-            ),
+            Err(why) => {
+                format!("jpeg-decoder at 1/4 or 1/8 (about 1.5x slower on 12 MP photos): {why}")
+            }
         },
         fix: turbo.is_err().then(|| irtdb_image::turbo::INSTALL_HINT.to_string()),
     }
