@@ -77,7 +77,7 @@ impl QuantizeReport {
                 None => counts.push((why, 1)),
             }
         }
-        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         counts.iter().map(|(w, n)| format!("{n} {w}")).collect::<Vec<_>>().join(", ")
     }
 }
