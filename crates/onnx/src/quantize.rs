@@ -438,8 +438,9 @@ pub fn quantize_onnx(bytes: &[u8]) -> Result<(Vec<u8>, QuantizeReport)> {
             left("whose weight is also a graph input (it can be overridden at run time)");
             continue;
         }
-        if head.data_type != DataType::Float as i32 || head.dims.len() != 2 || !head.plain {
-            left("whose weight is not a 2-D float32 tensor");
+        let shaped = head.dims.len() == 2 && head.dims.iter().all(|&d| d > 0);
+        if head.data_type != DataType::Float as i32 || !shaped || !head.plain {
+            left("whose weight is not a non-empty 2-D float32 tensor");
             continue;
         }
         let mut trans_b = false;
