@@ -166,8 +166,8 @@ fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// `x [B, K]` → `h = Gemm(x, W1 [N, K], c1, transB = 1)` → `y = b2 + MatMul(h, W2 [N, M])`
-/// (the bias first, W2 in `float_data`); and `z = Gemm(x, W3 [K, 4], alpha = 0.5)`, which
-/// stays fp32. Outputs h, y, z.
+/// (the bias first, W2 in `float_data`); `v = Gemm(x, W4 [K, 3]) + b4` (transB = 0, the bias
+/// an `Add`); and `z = Gemm(x, W3 [K, 4], alpha = 0.5)`, which stays fp32. Outputs h, y, z, v.
 struct Dense {
     k: usize,
     n: usize,
@@ -177,6 +177,8 @@ struct Dense {
     w2: Vec<f32>,
     b2: Vec<f32>,
     w3: Vec<f32>,
+    w4: Vec<f32>,
+    b4: Vec<f32>,
 }
 
 impl Dense {
@@ -192,6 +194,8 @@ impl Dense {
             w2: randn(&mut rng, n * m, 0.5),
             b2: randn(&mut rng, m, 0.2),
             w3: randn(&mut rng, k * 4, 0.5),
+            w4: randn(&mut rng, k * 3, 0.5),
+            b4: randn(&mut rng, 3, 0.2),
         }
     }
 
@@ -204,6 +208,8 @@ impl Dense {
                 node("MatMul", &["h", "W2"], "mm", vec![]),
                 node("Add", &["b2", "mm"], "y", vec![]),
                 node("Gemm", &["x", "W3"], "z", vec![attr_float("alpha", 0.5)]),
+                node("Gemm", &["x", "W4"], "g4", vec![attr_int("transB", 0)]),
+                node("Add", &["g4", "b4"], "v", vec![]),
             ],
             initializer: vec![
                 f32_tensor("W1", &[n, k], &self.w1, true),
@@ -211,20 +217,23 @@ impl Dense {
                 f32_tensor("W2", &[n, m], &self.w2, false),
                 f32_tensor("b2", &[m], &self.b2, true),
                 f32_tensor("W3", &[k, 4], &self.w3, true),
+                f32_tensor("W4", &[k, 3], &self.w4, true),
+                f32_tensor("b4", &[3], &self.b4, true),
             ],
             input: vec![vec2("x", k)],
-            output: vec![vec2("h", n), vec2("y", m), vec2("z", 4)],
+            output: vec![vec2("h", n), vec2("y", m), vec2("z", 4), vec2("v", 3)],
             ..Default::default()
         }
     }
 
-    /// fp32 in plain loops: h, y, z for `x` `[rows, K]`.
-    fn forward(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// fp32 in plain loops: h, y, z, v for `x` `[rows, K]`.
+    fn forward(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let (k, n, m) = (self.k, self.n, self.m);
         let rows = x.len() / k;
         let mut h = vec![0.0; rows * n];
         let mut y = vec![0.0; rows * m];
         let mut z = vec![0.0; rows * 4];
+        let mut v = vec![0.0; rows * 3];
         for r in 0..rows {
             let xr = &x[r * k..(r + 1) * k];
             for j in 0..n {
@@ -237,8 +246,11 @@ impl Dense {
             for j in 0..4 {
                 z[r * 4 + j] = 0.5 * (0..k).map(|i| xr[i] * self.w3[i * 4 + j]).sum::<f32>();
             }
+            for j in 0..3 {
+                v[r * 3 + j] = self.b4[j] + (0..k).map(|i| xr[i] * self.w4[i * 3 + j]).sum::<f32>();
+            }
         }
-        (h, y, z)
+        (h, y, z, v)
     }
 }
 
@@ -270,29 +282,31 @@ fn gemm_and_matmul_add_against_plain_products() {
     let fp32 = model(d.graph()).encode_to_vec();
     let (q, report) = quantize_onnx(&fp32).expect("rewrites");
     println!("{}", report.summary());
-    assert_eq!((report.quantised, report.with_bias, report.folded_adds), (2, 2, 1));
-    assert_eq!(report.removed_initializers, 2, "W1 and W2");
+    assert_eq!((report.quantised, report.with_bias, report.folded_adds), (3, 3, 2));
+    assert_eq!(report.removed_initializers, 3, "W1, W2 and W4");
     assert_eq!(report.left_fp32.len(), 1, "{report:?}");
     assert!(report.left_fp32[0].1.contains("alpha"), "{report:?}");
     assert!(
-        report.summary().contains("2 of 3 MatMul/Gemm nodes quantised"),
+        report.summary().contains("3 of 4 MatMul/Gemm nodes quantised"),
         "{}",
         report.summary()
     );
     let g = graph_of(&q);
-    assert_eq!(count(&g, "DynamicQuantizeMatMul"), 2);
+    assert_eq!(count(&g, "DynamicQuantizeMatMul"), 3);
     assert_eq!(count(&g, "Add"), 0);
     assert_eq!(count(&g, "Gemm"), 1, "the alpha = 0.5 Gemm stays");
     let names: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    assert!(!names.contains("W1") && !names.contains("W2") && names.contains("W3"), "{names:?}");
+    assert!(["W1", "W2", "W4"].iter().all(|w| !names.contains(w)), "{names:?}");
+    assert!(names.contains("W3"), "{names:?}");
 
     let rows = 5;
     let x = randn(&mut StdRng::seed_from_u64(6), rows * d.k, 1.5);
     let run = |model: &[u8], out: &str| run_onnx(model, "x", vec![rows, d.k], x.clone(), out).1;
-    let (h, y, z) = d.forward(&x);
+    let (h, y, z, v) = d.forward(&x);
+    let qv = run(&q, "v");
     let (qh, qy, qz) = (run(&q, "h"), run(&q, "y"), run(&q, "z"));
     assert!(max_abs_diff(&qz, &z) < 1e-5, "the fp32 Gemm is untouched");
-    for (name, got, want, width) in [("h", &qh, &h, d.n), ("y", &qy, &y, d.m)] {
+    for (name, got, want, width) in [("h", &qh, &h, d.n), ("y", &qy, &y, d.m), ("v", &qv, &v, 3)] {
         for (r, (a, b)) in got.chunks(width).zip(want.chunks(width)).enumerate() {
             let c = cosine(a, b);
             assert!(c >= 0.99, "{name} row {r}: int8 vs fp32 cosine {c}");
@@ -357,7 +371,7 @@ fn fields_the_rewrite_does_not_touch_survive_byte_for_byte() {
     bytes = with_unknown;
 
     let (q, report) = quantize_onnx(&bytes).expect("rewrites");
-    assert_eq!(report.quantised, 2);
+    assert_eq!(report.quantised, 3);
     // The model: every field but the graph as it was, plus the contrib opset import.
     let before = fields_except(&bytes, &[7]);
     let after = fields_except(&q, &[7]);
@@ -396,7 +410,7 @@ fn fields_the_rewrite_does_not_touch_survive_byte_for_byte() {
     // computes what the plain model does.
     let x = randn(&mut StdRng::seed_from_u64(8), 3 * d.k, 1.0);
     let y = run_onnx(&q, "x", vec![3, d.k], x.clone(), "y").1;
-    let (_, want, _) = d.forward(&x);
+    let (_, want, _, _) = d.forward(&x);
     assert!(cosine(&y, &want) >= 0.99);
 }
 
