@@ -6,6 +6,8 @@
 //!     scripts/setup-onnxruntime.sh                                # once
 //!     cargo build --release -p irtdb-plugin-ort-tensorrt          # the plugin the bench loads
 //!     cargo bench --bench precision
+//!     cargo bench --bench precision -- model.onnx   # a given model instead (an .onnx file is
+//!                                                   # rewritten to int8 by irtdb_onnx::quantize)
 //!
 //! Random weights make recall meaningless (the descriptors encode colour and layout only), so
 //! the bench reports agreement with fp32, not Recall@1.
@@ -43,9 +45,19 @@ fn main() -> Result<()> {
     println!("plugin: {}\nONNX Runtime: {}", plugin_path.display(), ort.display());
     let tmp = tempfile::tempdir()?;
     let (files, _) = common::write_photos(&tmp.path().join("photos"), FILES, PHOTO, 11, None)?;
-    let model = tmp.path().join(format!("{ARCH}.safetensors"));
-    let opts = RandomModel { arch: ARCH.into(), depth: None, image_size: None, seed: 1 };
-    let cfg = write_random_model(&opts, &model)?;
+    let (model, label, dim) = match common::first_arg() {
+        Some(given) => {
+            let model = std::path::PathBuf::from(given);
+            let label = model.display().to_string();
+            (model, label, None)
+        }
+        None => {
+            let model = tmp.path().join(format!("{ARCH}.safetensors"));
+            let opts = RandomModel { arch: ARCH.into(), depth: None, image_size: None, seed: 1 };
+            let cfg = write_random_model(&opts, &model)?;
+            (model, format!("random {ARCH}"), Some(cfg.dim))
+        }
+    };
 
     let plugin = Plugin::load(&plugin_path)?;
     let mut embedders = Vec::new();
@@ -58,12 +70,12 @@ fn main() -> Result<()> {
                 precision: Some(p.into()),
                 ..irtdb_plugin_api::BackboneConfig::new(&model)
             })
-            .with_context(|| format!("creating {ARCH} at {p}"))?;
+            .with_context(|| format!("creating {label} at {p}"))?;
         println!(
-            "{p}: backbone created in {:.2} s (graph build + session)",
+            "{p}: backbone created in {:.2} s (graph build or rewrite + session)",
             t.elapsed().as_secs_f64()
         );
-        ensure!(backbone.info().dim == cfg.dim, "dim");
+        ensure!(dim.is_none_or(|d| backbone.info().dim == d), "dim");
         embedders.push(Embedder::new(backbone, Pool::Cls));
     }
 
@@ -76,7 +88,7 @@ fn main() -> Result<()> {
     let input: Array4<f32> = ndarray::stack(Axis(0), &views)?;
 
     let mut table = Table::new(
-        &format!("Forward throughput, random {ARCH}, {THREADS} threads (img/s)"),
+        &format!("Forward throughput, {label}, {THREADS} threads (img/s)"),
         &["batch", "fp32", "int8", "int8 / fp32 (median of rounds)"],
     );
     for b in BATCHES {

@@ -69,9 +69,10 @@ pub struct ModelOptions {
     pub alpha_background: Option<irtdb_core::AlphaBackground>,
     /// Arithmetic of the forward: fp32 (default) or int8 (linear-layer weights quantised per
     /// output channel when the graph is built, activations at run time; about 2x faster on a CPU
-    /// with VNNI, descriptors within cosine ~0.99 of fp32). int8 needs the ort-tensorrt plugin
-    /// and a .safetensors ViT. fp16/bf16 are refused: ONNX Runtime's CPU provider has no fast
-    /// kernels for them. Part of the model's identity: a collection never mixes precisions.
+    /// with VNNI, descriptors within cosine ~0.99 of fp32). int8 needs the ort-tensorrt plugin;
+    /// a given .onnx file has its constant-weight MatMul/Gemm nodes rewritten (refused when it
+    /// has none). fp16/bf16 are refused: ONNX Runtime's CPU provider has no fast kernels for
+    /// them. Part of the model's identity: a collection never mixes precisions.
     #[arg(long, value_name = "fp32|int8", value_parser = parse_precision)]
     pub precision: Option<irtdb_engine::model::Precision>,
 }

@@ -82,6 +82,10 @@ pub enum Error {
     )]
     Sidecar { path: PathBuf, reason: String },
 
+    /// An ONNX model that [`crate::quantize::quantize_onnx`] cannot rewrite to int8.
+    #[error("cannot quantise this ONNX model to int8: {reason}; {hint}")]
+    Quantize { reason: String, hint: String },
+
     /// Writing a safetensors file failed.
     #[error("cannot write safetensors file {}: {reason}; check the tensors and the path", path.display())]
     Serialize { path: PathBuf, reason: String },

@@ -11,7 +11,8 @@
 //!    class token (see [`GraphOutput`]).
 //!
 //! [`reference`](mod@reference) is an independent plain-loop forward of the same network, the yardstick the
-//! graph is tested against; [`random`] makes random timm-named weights (`irtdb model random`,
+//! graph is tested against; [`quantize`] rewrites a user's ONNX model to int8 the way
+//! [`Precision::Int8`] graphs are built; [`random`] makes random timm-named weights (`irtdb model random`,
 //! benchmarks, tests) and [`testing`] adds fixtures for tests anywhere in the workspace. The model is the one of "Training Vision Transformers for Image Retrieval"
 //! (El-Nouby et al., 2021): a DeiT backbone whose class token is the image descriptor.
 
@@ -19,6 +20,7 @@ pub mod card;
 mod error;
 mod graph;
 pub mod proto;
+pub mod quantize;
 pub mod random;
 pub mod reference;
 pub mod resample;
@@ -37,6 +39,7 @@ pub use graph::{
     Int8Ops, Precision, GRAPH_BUILDER_VERSION, INPUT_NAME, MS_DOMAIN, OPSET, POOLED_OUTPUT,
     TOKENS_OUTPUT,
 };
+pub use quantize::{quantize_onnx, QuantizeReport, QUANTIZE_VERSION};
 pub use weights::{heads_from_architecture, ConfigOverrides, VitWeights};
 
 /// This crate's version (part of the ort plugin's cache key with [`GRAPH_BUILDER_VERSION`]).

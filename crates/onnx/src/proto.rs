@@ -92,6 +92,9 @@ pub struct NodeProto {
     pub attribute: Vec<AttributeProto>,
     #[prost(string, tag = "6")]
     pub doc_string: String,
+    /// Free-form key/value pairs (IR version 10).
+    #[prost(message, repeated, tag = "9")]
+    pub metadata_props: Vec<StringStringEntryProto>,
 }
 
 /// A named operator attribute. Set `type` and exactly one of the value fields.
@@ -115,6 +118,12 @@ pub struct AttributeProto {
     pub ints: Vec<i64>,
     #[prost(bytes = "vec", repeated, tag = "9")]
     pub strings: Vec<Vec<u8>>,
+    /// A subgraph (the `then_branch` / `else_branch` of `If`, the `body` of `Loop`).
+    #[prost(message, optional, boxed, tag = "6")]
+    pub g: Option<Box<GraphProto>>,
+    /// Several subgraphs.
+    #[prost(message, repeated, tag = "11")]
+    pub graphs: Vec<GraphProto>,
     #[prost(string, tag = "13")]
     pub doc_string: String,
 }
@@ -189,6 +198,9 @@ pub struct TensorProto {
     /// 0: in this message; 1: external (see `external_data`).
     #[prost(int32, optional, tag = "14")]
     pub data_location: Option<i32>,
+    /// Free-form key/value pairs (IR version 10).
+    #[prost(message, repeated, tag = "16")]
+    pub metadata_props: Vec<StringStringEntryProto>,
 }
 
 /// A graph input, output or intermediate value: name plus type.

@@ -149,7 +149,8 @@ fn pick_output(session: &Session, wanted: Option<&str>, path: &str) -> Result<St
 
 /// How a model file was turned into ONNX bytes, and what it says about itself.
 struct LoadedModel {
-    /// The graph irtdb built (safetensors); `None`: the .onnx file is loaded from its path.
+    /// The graph irtdb built (safetensors) or rewrote (an .onnx file at int8); `None`: the .onnx
+    /// file is loaded from its path.
     onnx: Option<Vec<u8>>,
     built: Option<cache::Built>,
 }
@@ -186,18 +187,13 @@ fn model_file(config: &Config) -> Result<ModelFile, String> {
     Ok(ModelFile { kind, preprocess_hint: irtdb_onnx::sidecar::preprocess_hint(path) })
 }
 
-/// The `precision` option: fp32 (also when absent) or int8 (irtdb's own ViT graphs only).
-fn precision(config: &Config, kind: ModelKind) -> Result<irtdb_onnx::Precision, String> {
+/// The `precision` option: fp32 (also when absent) or int8 (irtdb's own ViT graphs are built
+/// at int8; a given .onnx file has its weight MatMul/Gemm nodes rewritten, see
+/// `irtdb_onnx::quantize`).
+fn precision(config: &Config) -> Result<irtdb_onnx::Precision, String> {
     match config.base.precision.as_deref() {
         None | Some("fp32") => Ok(irtdb_onnx::Precision::Fp32),
-        Some("int8") if kind == ModelKind::Safetensors => Ok(irtdb_onnx::Precision::Int8),
-        Some("int8") => Err(format!(
-            "precision int8: the ort-tensorrt plugin quantises only the ViT graphs it builds \
-             itself from timm-named .safetensors weights, not a given .onnx file ({}); use the \
-             model's .safetensors weights, or quantise the ONNX file yourself (e.g. with \
-             onnxruntime.quantization.quantize_dynamic) and index it at fp32",
-            config.base.model.display()
-        )),
+        Some("int8") => Ok(irtdb_onnx::Precision::Int8),
         Some(p @ ("fp16" | "bf16")) => Err(format!(
             "precision {p} is not supported: ONNX Runtime's CPU provider has no fast {p} \
              kernels; use int8 (or fp32) on a CPU, and the plugin option trt_fp16 on a GPU"
@@ -210,9 +206,20 @@ fn precision(config: &Config, kind: ModelKind) -> Result<irtdb_onnx::Precision, 
 
 fn load_model(config: &Config, file: &ModelFile) -> Result<LoadedModel, String> {
     let path = &config.base.model;
-    let precision = precision(config, file.kind)?;
+    let precision = precision(config)?;
     match file.kind {
-        ModelKind::Onnx => Ok(LoadedModel { onnx: None, built: None }),
+        ModelKind::Onnx if precision == irtdb_onnx::Precision::Fp32 => {
+            Ok(LoadedModel { onnx: None, built: None })
+        }
+        ModelKind::Onnx => {
+            // int8: the file's weight MatMul/Gemm nodes rewritten, the session loads the bytes.
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read model {}: {e}", path.display()))?;
+            let (onnx, report) = irtdb_onnx::quantize_onnx(&bytes)
+                .map_err(|e| format!("model {}: {e}", path.display()))?;
+            eprintln!("ort-tensorrt: {}: {}", path.display(), report.summary());
+            Ok(LoadedModel { onnx: Some(onnx), built: None })
+        }
         ModelKind::Safetensors => {
             let overrides =
                 irtdb_onnx::ConfigOverrides { heads: config.base.heads, ..Default::default() };
@@ -241,8 +248,8 @@ fn load_model(config: &Config, file: &ModelFile) -> Result<LoadedModel, String> 
     }
 }
 
-/// The cache key's `source`: the model's bytes and, for irtdb's own graphs, every input of the
-/// graph builder (the model card and `config.json` beside the weights, heads, input size, the
+/// The cache key's `source`: the model's bytes, the precision (an int8 .onnx file is rewritten,
+/// with the rewrite's version) and, for irtdb's own graphs, every input of the graph builder (the model card and `config.json` beside the weights, heads, input size, the
 /// builder's version). `None`: the model is not cached (an ONNX file with external data).
 fn cache_source(
     store: &cache::Cache,
@@ -253,7 +260,22 @@ fn cache_source(
     let digest = store.digest(path, kind == ModelKind::Onnx)?;
     match kind {
         ModelKind::Onnx if digest.external_data => Ok(None),
-        ModelKind::Onnx => Ok(Some(serde_json::json!({ "kind": "onnx", "blake3": digest.blake3 }))),
+        ModelKind::Onnx => {
+            let precision = precision(config)?;
+            // An int8 graph is the file rewritten: the rewrite's version is an input too.
+            let rewrite = (precision == irtdb_onnx::Precision::Int8).then(|| {
+                serde_json::json!({
+                    "quantize": irtdb_onnx::QUANTIZE_VERSION,
+                    "irtdb_onnx": irtdb_onnx::VERSION,
+                })
+            });
+            Ok(Some(serde_json::json!({
+                "kind": "onnx",
+                "blake3": digest.blake3,
+                "precision": precision.name(),
+                "rewrite": rewrite,
+            })))
+        }
         ModelKind::Safetensors => {
             let sidecars: Vec<serde_json::Value> = irtdb_onnx::card::Sidecars::paths(path)
                 .iter()
@@ -268,7 +290,7 @@ fn cache_source(
                 "sidecars": sidecars,
                 "heads": config.base.heads,
                 "input_size": config.base.input_size,
-                "precision": precision(config, kind)?.name(),
+                "precision": precision(config)?.name(),
                 "graph_builder": irtdb_onnx::GRAPH_BUILDER_VERSION,
                 "irtdb_onnx": irtdb_onnx::VERSION,
             })))
@@ -422,8 +444,8 @@ struct Opened {
     cached: Option<cache::Entry>,
 }
 
-/// Commits `builder` with the model: irtdb's own graph from memory, an .onnx file from its path
-/// (so that weights kept as external data beside it are found).
+/// Commits `builder` with the model: irtdb's own graph or an int8 rewrite from memory, an .onnx
+/// file from its path (so that weights kept as external data beside it are found).
 fn commit(
     mut builder: ort::session::builder::SessionBuilder,
     model: &LoadedModel,
@@ -516,7 +538,7 @@ impl OrtBackbone {
         let rt = runtime::environment()?;
         let file = model_file(config)?;
         // Refused before the model cache is consulted, whatever it holds.
-        precision(config, file.kind)?;
+        precision(config)?;
         let path = config.base.model.display().to_string();
         let Opened { session, provider, built, cached } = open_session(rt, config, &file)?;
 
