@@ -99,7 +99,9 @@ def main():
         photos(big, n12, (4000, 3000), 2)
         files = sorted(os.path.join(small, f) for f in os.listdir(small))
         # Warm irtdb's model cache once (its first load optimises and writes the entry).
-        irtdb_index(release, big, model, ["--dim", "0"], tmp)
+        for m in (model, timm_onnx):
+            for prec in ("fp32", "int8"):
+                irtdb_index(release, big, m, ["--dim", "0", "--precision", prec], tmp)
         tch = os.path.exists(os.path.join(release, "plugins", "libirtdb_plugin_tch_cuda.so"))
         if tch:  # warm libtorch's files into the page cache
             irtdb_index(release, big, model, ["--dim", "0", "--plugin", "tch-cuda"], tmp)
@@ -112,6 +114,9 @@ def main():
                 rows.append((f"irtdb index {prec}, 800x600", wall, embed))
                 wall, embed = irtdb_index(release, big, model, ["--precision", prec], tmp)
                 rows.append((f"irtdb index {prec}, 4000x3000 (12 MP)", wall, embed))
+                # The same weights as timm's ONNX export (at int8 rewritten by irtdb).
+                wall, embed = irtdb_index(release, small, timm_onnx, ["--precision", prec], tmp)
+                rows.append((f"irtdb index {prec} of timm's export, 800x600", wall, embed))
             if tch:
                 wall, embed = irtdb_index(release, small, model, ["--plugin", "tch-cuda"], tmp)
                 rows.append(("irtdb index fp32 --plugin tch-cuda (libtorch CPU), 800x600", wall,
@@ -130,7 +135,10 @@ def main():
             py = r["Python: Pillow + onnxruntime (timm export)"][0]
             rate = lambda k: r[k][1]
             f32, i8 = rate("irtdb index fp32, 800x600"), rate("irtdb index int8, 800x600")
+            t32 = rate("irtdb index fp32 of timm's export, 800x600")
+            t8 = rate("irtdb index int8 of timm's export, 800x600")
             line = (f"round {rnd + 1}: irtdb fp32 / Python {f32 / py:.2f}x; int8 / fp32 {i8 / f32:.2f}x; "
+                    f"own graph / timm's export: fp32 {f32 / t32:.2f}x, int8 {i8 / t8:.2f}x; "
                     f"12 MP / 800x600: fp32 {rate('irtdb index fp32, 4000x3000 (12 MP)') / f32:.2f}x, "
                     f"int8 {rate('irtdb index int8, 4000x3000 (12 MP)') / i8:.2f}x")
             if tch:

@@ -249,8 +249,9 @@ fn load_model(config: &Config, file: &ModelFile) -> Result<LoadedModel, String> 
 }
 
 /// The cache key's `source`: the model's bytes, the precision (an int8 .onnx file is rewritten,
-/// with the rewrite's version) and, for irtdb's own graphs, every input of the graph builder (the model card and `config.json` beside the weights, heads, input size, the
-/// builder's version). `None`: the model is not cached (an ONNX file with external data).
+/// with the rewrite's version) and, for irtdb's own graphs, every input of the graph builder
+/// (the model card and `config.json` beside the weights, heads, input size, the builder's
+/// version). `None`: the model is not cached (an ONNX file with external data).
 fn cache_source(
     store: &cache::Cache,
     config: &Config,
