@@ -105,6 +105,8 @@ def main():
         tch = os.path.exists(os.path.join(release, "plugins", "libirtdb_plugin_tch_cuda.so"))
         if tch:  # warm libtorch's files into the page cache
             irtdb_index(release, big, model, ["--dim", "0", "--plugin", "tch-cuda"], tmp)
+            irtdb_index(release, big, model,
+                        ["--dim", "0", "--plugin", "tch-cuda", "--precision", "bf16"], tmp)
         rows = []
         for rnd in range(2):
             py, py_fwd = python_pipeline(files, timm_onnx)
@@ -120,6 +122,10 @@ def main():
             if tch:
                 wall, embed = irtdb_index(release, small, model, ["--plugin", "tch-cuda"], tmp)
                 rows.append(("irtdb index fp32 --plugin tch-cuda (libtorch CPU), 800x600", wall,
+                             embed))
+                wall, embed = irtdb_index(release, small, model,
+                                          ["--plugin", "tch-cuda", "--precision", "bf16"], tmp)
+                rows.append(("irtdb index bf16 --plugin tch-cuda (libtorch CPU), 800x600", wall,
                              embed))
         print(f"onnxruntime {ort.__version__}; {n} 800x600 and {n12} 4000x3000 photo-like JPEGs; "
               f"batch {BATCH}; 2 threads; load {os.getloadavg()}")
@@ -143,7 +149,9 @@ def main():
                     f"int8 {rate('irtdb index int8, 4000x3000 (12 MP)') / i8:.2f}x")
             if tch:
                 t = rate("irtdb index fp32 --plugin tch-cuda (libtorch CPU), 800x600")
-                line += f"; tch-cuda (libtorch CPU) fp32 / Python {t / py:.2f}x"
+                b16 = rate("irtdb index bf16 --plugin tch-cuda (libtorch CPU), 800x600")
+                line += (f"; tch-cuda (libtorch CPU) fp32 / Python {t / py:.2f}x, "
+                         f"bf16 / Python {b16 / py:.2f}x")
             print(line)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `--precision int8` against fp32 on TRAINED weights and a labelled set: Recall@1 (leave-one-out,
-# `irtdb eval --db`) of both collections, and the cosine of every image's int8 descriptor to
-# its fp32 one. (benches/precision.rs measures speed, on random weights, where recall means
+# `--precision int8` (ort-tensorrt) and `bf16` (tch-cuda, when its plugin is in RELEASE_DIR/plugins)
+# against fp32 on TRAINED weights and a labelled set: Recall@1 (leave-one-out, `irtdb eval --db`)
+# of each collection, and the cosine of every image's descriptor to its fp32 one. (benches/precision.rs measures speed, on random weights, where recall means
 # nothing.)
 #
 #     benches/precision_recall.sh [MODEL.safetensors] [LABELLED_DIR] [RELEASE_DIR]
@@ -26,26 +26,32 @@ trap 'rm -rf "$work"' EXIT
 
 echo "model: $model"
 echo "labelled set: $data ($(find "$data" -type f | wc -l) files)"
-for p in fp32 int8; do
+runs="fp32:ort-tensorrt int8:ort-tensorrt"
+[ -f "$release/plugins/libirtdb_plugin_tch_cuda.so" ] && runs="$runs bf16:tch-cuda"
+for run in $runs; do
+  p=${run%%:*} plugin=${run#*:}
   "$release/irtdb" index "$data" --db "$work/$p.db" --model "$model" --precision "$p" --dim 64 \
-    --json >/dev/null
-  echo "$p: $("$release/irtdb" eval --db "$work/$p.db" | grep -E '^(full|collection_pca)' | sed "s/^/  /")"
+    --plugin "$plugin" --json >/dev/null
+  echo "$p ($plugin): $("$release/irtdb" eval --db "$work/$p.db" | grep -E '^(full|collection_pca)' | sed "s/^/  /")"
 done
 echo "(columns: Recall@1 @2 @4 @8 @10, MAP@R, in %)"
-python3 - "$work/fp32.db" "$work/int8.db" <<'EOF'
-import math, sqlite3, struct, sys
+# shellcheck disable=SC2086
+python3 - "$work" $runs <<'EOF'
+import math, os, sqlite3, struct, sys
 
 def vectors(db):
     rows = sqlite3.connect(db).execute(
         "SELECT i.path, d.vector FROM descriptors d JOIN images i ON i.id = d.image_id")
     return {p: struct.unpack(f"<{len(v) // 4}f", v) for p, v in rows}
 
-a, b = vectors(sys.argv[1]), vectors(sys.argv[2])
-cos = []
-for k in a:
-    x, y = a[k], b[k]
-    dot = sum(p * q for p, q in zip(x, y))
-    cos.append(dot / math.sqrt(sum(p * p for p in x) * sum(q * q for q in y)))
-print(f"int8 vs fp32 descriptor cosine over {len(cos)} images: mean {sum(cos) / len(cos):.5f}, "
-      f"min {min(cos):.5f}")
+work, runs = sys.argv[1], [r.split(":")[0] for r in sys.argv[2:]]
+base = vectors(os.path.join(work, "fp32.db"))
+for p in runs[1:]:
+    other, cos = vectors(os.path.join(work, f"{p}.db")), []
+    for k in base:
+        x, y = base[k], other[k]
+        dot = sum(a * b for a, b in zip(x, y))
+        cos.append(dot / math.sqrt(sum(a * a for a in x) * sum(b * b for b in y)))
+    print(f"{p} vs fp32 descriptor cosine over {len(cos)} images: mean {sum(cos) / len(cos):.5f}, "
+          f"min {min(cos):.5f}")
 EOF

@@ -67,13 +67,14 @@ pub struct ModelOptions {
     /// collections made before this option did). Part of the model's identity.
     #[arg(long, value_name = "COLOR", value_parser = parse_alpha)]
     pub alpha_background: Option<irtdb_core::AlphaBackground>,
-    /// Arithmetic of the forward: fp32 (default) or int8 (linear-layer weights quantised per
-    /// output channel when the graph is built, activations at run time; about 2x faster on a CPU
-    /// with VNNI, descriptors within cosine ~0.99 of fp32). int8 needs the ort-tensorrt plugin;
-    /// a given .onnx file has its constant-weight MatMul/Gemm nodes rewritten (refused when it
-    /// has none). fp16/bf16 are refused: ONNX Runtime's CPU provider has no fast kernels for
-    /// them. Part of the model's identity: a collection never mixes precisions.
-    #[arg(long, value_name = "fp32|int8", value_parser = parse_precision)]
+    /// Arithmetic of the forward: fp32 (default), int8 or bf16. int8 (ort-tensorrt plugin):
+    /// linear-layer weights quantised per output channel, activations at run time; about 2x
+    /// faster on a CPU with VNNI, descriptors within cosine ~0.99 of fp32; a given .onnx file has
+    /// its constant-weight MatMul/Gemm nodes rewritten (refused when it has none). bf16
+    /// (tch-cuda plugin): weights and activations in bfloat16, ~1.8x faster on CPUs with
+    /// AVX512-BF16 or AMX. fp16 is refused. Part of the model's identity: a collection never
+    /// mixes precisions.
+    #[arg(long, value_name = "fp32|int8|bf16", value_parser = parse_precision)]
     pub precision: Option<irtdb_engine::model::Precision>,
 }
 

@@ -34,9 +34,9 @@ pub struct Args {
     /// Also write a self-contained HTML page with thumbnails to this file.
     #[arg(long)]
     html: Option<PathBuf>,
-    /// Check that the collection was indexed at this precision (fp32 or int8); queries are
+    /// Check that the collection was indexed at this precision (fp32, int8 or bf16); queries are
     /// always embedded at the collection's own precision, and a different one is refused.
-    #[arg(long, value_name = "fp32|int8", value_parser = super::embed::parse_precision)]
+    #[arg(long, value_name = "fp32|int8|bf16", value_parser = super::embed::parse_precision)]
     precision: Option<irtdb_engine::model::Precision>,
 }
 

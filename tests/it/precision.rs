@@ -137,6 +137,9 @@ fn unsupported_precisions_and_models_are_refused() {
         assert!(e.contains(&format!("--precision {p} is not supported")), "{e}");
         assert!(e.contains("no fast") && e.contains("int8"), "says why and what works: {e}");
     }
+    // bf16 runs in the tch-cuda plugin, and the ort plugin's refusal says so.
+    let e = refused(&mut embed_cmd(&model, "bf16"));
+    assert!(e.contains("tch-cuda"), "{e}");
     let e = refused(&mut embed_cmd(&model, "int4"));
     assert!(e.contains("unknown precision 'int4'"), "{e}");
     // An .onnx file with no MatMul/Gemm to rewrite, and one with external data: refused at

@@ -162,6 +162,39 @@ fn training_lifts_held_out_recall_and_the_checkpoint_serves_both_plugins() {
         .fold(1.0f32, f32::min);
     assert!(worst >= 0.9999, "tch vs ort cosine {worst}");
 
+    // bf16 through tch-cuda: the trained descriptors within a small angle of fp32's, a
+    // collection of its own (fp32 into it is refused), and queries embed at bf16.
+    let bf16_db = out.join("bf16.db");
+    let index = |precision: &str| {
+        let mut c = irtdb();
+        c.arg("index").arg(&data().test);
+        c.args(["--plugin", &tch_plugin().display().to_string(), "--dim", "0", "--json"]);
+        c.args(["--precision", precision, "--db"]).arg(&bf16_db).arg("--model").arg(&model);
+        c
+    };
+    run_expect(&mut index("bf16"), 0);
+    let c = descriptors(&bf16_db);
+    assert_eq!(c.len(), 144);
+    let cosines: Vec<f32> =
+        c.iter().map(|(id, x)| x.iter().zip(&a[id]).map(|(p, q)| p * q).sum::<f32>()).collect();
+    let (mean, worst) = (
+        cosines.iter().sum::<f32>() / cosines.len() as f32,
+        cosines.iter().copied().fold(1.0f32, f32::min),
+    );
+    eprintln!("bf16 vs fp32 (tch-cuda, trained): mean cosine {mean:.5}, lowest {worst:.5}");
+    assert!(mean >= 0.999 && worst >= 0.99, "bf16 vs fp32: mean {mean}, lowest {worst}");
+    let out_fp32 = index("fp32").output().unwrap();
+    assert!(!out_fp32.status.success(), "fp32 into a bf16 collection was accepted");
+    let e = crate::util::stderr(&out_fp32);
+    assert!(e.contains("precision bf16") && e.contains("precision fp32"), "{e}");
+    let img = data().test.join("30-disc-checker/000.jpg");
+    let q = json(&run_expect(
+        irtdb().arg("query").arg(&img).args(["--k", "1", "--json", "--db"]).arg(&bf16_db),
+        0,
+    ));
+    let first = q["results"][0]["hits"][0]["path"].as_str().unwrap();
+    assert!(first.ends_with("30-disc-checker/000.jpg"), "{q}");
+
     // And queries work against it: a held-out image finds itself first.
     let img = data().test.join("30-disc-checker/000.jpg");
     let q = json(&run_expect(

@@ -28,7 +28,7 @@ impl Precision {
             "int8" | "i8" => Ok(Precision::Int8),
             "fp16" | "f16" | "float16" => Ok(Precision::Fp16),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            _ => Err(format!("unknown precision '{s}': use fp32 or int8")),
+            _ => Err(format!("unknown precision '{s}': use fp32, int8 or bf16")),
         }
     }
 
@@ -41,20 +41,19 @@ impl Precision {
         }
     }
 
-    /// Fails for the precisions irtdb does not run (fp16, bf16), saying why and what to use.
+    /// Fails for the precisions no irtdb plugin runs (fp16), saying why and what to use. Whether
+    /// the chosen plugin runs the others is its own check (bf16: tch-cuda only).
     pub fn check_supported(self) -> Result<Self> {
         match self {
-            Precision::Fp32 | Precision::Int8 => Ok(self),
-            Precision::Fp16 | Precision::Bf16 => Err(Error::setting(
+            Precision::Fp32 | Precision::Int8 | Precision::Bf16 => Ok(self),
+            Precision::Fp16 => Err(Error::setting(
                 &[Setting::Precision],
-                format!(
-                    "--precision {} is not supported: ONNX Runtime's CPU provider has no fast {} \
-                     kernels (the graph would run slower than fp32). Use --precision int8 for a \
-                     faster CPU forward, or fp32 (the default); on a GPU the ort plugin's \
-                     TensorRT provider already runs fp16 (plugin option trt_fp16)",
-                    self.name(),
-                    self.name()
-                ),
+                "--precision fp16 is not supported: ONNX Runtime's CPU provider has no fast fp16 \
+                 kernels and most CPUs no fp16 arithmetic (the graph would run slower than fp32). \
+                 Use --precision int8 (ort-tensorrt) or bf16 (tch-cuda, on CPUs with AVX512-BF16) \
+                 for a faster CPU forward, or fp32 (the default); on a GPU the ort plugin's \
+                 TensorRT provider already runs fp16 (plugin option trt_fp16)"
+                    .to_string(),
             )),
         }
     }

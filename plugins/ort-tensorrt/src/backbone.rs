@@ -195,8 +195,10 @@ fn precision(config: &Config) -> Result<irtdb_onnx::Precision, String> {
         None | Some("fp32") => Ok(irtdb_onnx::Precision::Fp32),
         Some("int8") => Ok(irtdb_onnx::Precision::Int8),
         Some(p @ ("fp16" | "bf16")) => Err(format!(
-            "precision {p} is not supported: ONNX Runtime's CPU provider has no fast {p} \
-             kernels; use int8 (or fp32) on a CPU, and the plugin option trt_fp16 on a GPU"
+            "--precision {p} is not supported by the ort-tensorrt plugin: ONNX Runtime's CPU \
+             provider has no fast {p} kernels; use int8 (or fp32) on a CPU, the tch-cuda \
+             plugin for bf16 (libtorch's oneDNN on CPUs with AVX512-BF16 or AMX), and the \
+             plugin option trt_fp16 on a GPU"
         )),
         Some(p) => {
             Err(format!("unknown precision '{p}': the ort-tensorrt plugin runs fp32 or int8"))

@@ -33,6 +33,9 @@ pub enum DeviceChoice {
 pub struct Config {
     pub base: BackboneConfig,
     pub device: DeviceChoice,
+    /// `precision: "bf16"`: weights and activations in bfloat16 (oneDNN's bf16 kernels on CPUs
+    /// with AVX512-BF16 or AMX; tensor cores on CUDA); fp32 otherwise.
+    pub bf16: bool,
 }
 
 /// The plugin's own keys of a backbone configuration.
@@ -47,17 +50,18 @@ impl TryFrom<BackboneConfig> for Config {
     type Error = String;
     fn try_from(base: BackboneConfig) -> Result<Self, String> {
         let own: Own = base.extra_as()?;
-        match base.precision.as_deref() {
-            None | Some("fp32") => {}
+        let bf16 = match base.precision.as_deref() {
+            None | Some("fp32") => false,
+            Some("bf16") => true,
             Some(p) => {
                 return Err(format!(
-                    "precision {p}: the tch-cuda plugin runs fp32 only (with amp on a GPU); for \
-                     an int8 CPU forward use the ort-tensorrt plugin with the same .safetensors \
-                     weights (--plugin ort-tensorrt --precision int8)"
+                    "precision {p}: the tch-cuda plugin runs fp32 or bf16; for an int8 CPU \
+                     forward use the ort-tensorrt plugin with the same .safetensors weights \
+                     (--plugin ort-tensorrt --precision int8)"
                 ))
             }
-        }
-        Ok(Config { base, device: own.device })
+        };
+        Ok(Config { base, device: own.device, bf16 })
     }
 }
 
@@ -136,6 +140,8 @@ pub struct TchBackbone {
     net: Net,
     device: Device,
     info: BackboneInfo,
+    /// The kind the network's parameters (and so its input) are in: Float or BFloat16.
+    kind: Kind,
 }
 
 impl TchBackbone {
@@ -156,7 +162,7 @@ impl TchBackbone {
             tch::set_num_threads(i32::try_from(t).unwrap_or(i32::MAX));
         }
         let device = resolve_device(config.device_choice()?, config.device_id())?;
-        let (net, architecture, output, dim, size) = if is_resnet_file(path)? {
+        let (mut net, architecture, output, dim, size) = if is_resnet_file(path)? {
             if config.base.input_size.is_some() {
                 return Err("--input-size applies to ViTs; this ResNet runs at 224".into());
             }
@@ -183,6 +189,12 @@ impl TchBackbone {
             };
             (Net::Vit(vit), c.architecture.clone(), output, c.dim, size)
         };
+        let kind = if config.bf16 {
+            net.to_bfloat16();
+            Kind::BFloat16
+        } else {
+            Kind::Float
+        };
         let mut preprocess = Preprocess::imagenet(size[0]);
         preprocess.size = size;
         for o in
@@ -200,7 +212,7 @@ impl TchBackbone {
             provider: device_name(device),
             input: None,
         };
-        Ok(TchBackbone { net, device, info })
+        Ok(TchBackbone { net, device, info, kind })
     }
 
     pub fn net(&self) -> &Net {
@@ -224,6 +236,7 @@ impl TchBackbone {
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let out = tch::no_grad(|| {
             let x = Tensor::from_slice(input).reshape(&dims).to_device(self.device);
+            let x = if self.kind == Kind::Float { x } else { x.to_kind(self.kind) };
             self.net.forward_features(&x).to_device(Device::Cpu).to_kind(Kind::Float)
         });
         Ok(out)

@@ -25,6 +25,15 @@ impl Net {
         }
     }
 
+    /// Converts every floating-point parameter and buffer to bfloat16 (inference only: the
+    /// trainer keeps fp32 master weights).
+    pub fn to_bfloat16(&mut self) {
+        match self {
+            Net::Vit(v) => v.vs.bfloat16(),
+            Net::ResNet(r) => r.vs.bfloat16(),
+        }
+    }
+
     /// What the plugin's backbone returns for a batch: a ViT's tokens `[B, prefix + M, D]`
     /// (the host pools them as the user chose) or an average-pooled ViT's own descriptor, a
     /// ResNet's GeM descriptor `[B, C]`.

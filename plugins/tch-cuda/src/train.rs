@@ -178,8 +178,14 @@ pub fn decays(name: &str, dims: usize) -> bool {
 impl TchTrainer {
     pub fn new(config: TrainConfig) -> Result<Self> {
         // The backbone does the loading, device choice and preprocessing; take its network.
-        let bb = TchBackbone::new(&Config { base: config.base.clone(), device: config.device })
-            .map_err(backend)?;
+        // Training keeps fp32 master weights (mixed precision is `amp`, on CUDA).
+        if let Some(p) = config.base.precision.as_deref().filter(|&p| p != "fp32") {
+            return Err(backend(format!(
+                "precision {p}: training runs in fp32 (with amp on a GPU); bf16 is for embedding"
+            )));
+        }
+        let config_bb = Config { base: config.base.clone(), device: config.device, bf16: false };
+        let bb = TchBackbone::new(&config_bb).map_err(backend)?;
         let (net, device, mut info) = bb.into_parts();
         info.output = OutputKind::Pooled;
         let mut named: Vec<(String, Tensor)> = net.vs().variables().into_iter().collect();

@@ -92,11 +92,14 @@ fn loads_describes_and_embeds_on_cpu() {
     assert!(e.to_string().contains("does not exist"), "{e}");
     let e = plugin.create_backbone(&config(json!({"model": path, "devise": "cpu"}))).unwrap_err();
     assert!(e.to_string().contains("devise"), "{e}");
-    // fp32 only: int8 is refused, pointing at the plugin that has it; fp32 said aloud is fine.
+    // fp32 or bf16: int8 is refused, pointing at the plugin that has it; fp32 said aloud is fine.
     let e = plugin
         .create_backbone(&config(json!({"model": path, "device": "cpu", "precision": "int8"})))
         .unwrap_err();
-    assert!(e.to_string().contains("fp32 only") && e.to_string().contains("ort-tensorrt"), "{e}");
+    assert!(
+        e.to_string().contains("fp32 or bf16") && e.to_string().contains("ort-tensorrt"),
+        "{e}"
+    );
     plugin
         .create_backbone(&config(json!({"model": path, "device": "cpu", "precision": "fp32"})))
         .unwrap();
@@ -105,6 +108,42 @@ fn loads_describes_and_embeds_on_cpu() {
             plugin.create_backbone(&config(json!({"model": path, "device": "cuda"}))).unwrap_err();
         assert!(e.to_string().contains("no CUDA device"), "{e}");
     }
+}
+
+#[test]
+fn bf16_agrees_with_fp32() {
+    let plugin = tch_plugin();
+    let cfg = deit_config("vit_micro").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = model(dir.path(), &cfg);
+    let x = images(&cfg, 6);
+    let run = |precision: &str| {
+        let json = json!({"model": path, "device": "cpu", "precision": precision});
+        let mut bb = plugin.create_backbone(&config(json)).unwrap();
+        tokens(bb.forward(x.view()).unwrap())
+    };
+    let (full, half) = (run("fp32"), run("bf16"));
+    assert_eq!(full.dim(), half.dim());
+    // bfloat16 keeps 8 bits of mantissa: every token within a small angle of fp32's, and the
+    // outputs are not the fp32 ones (the bf16 kernels did run).
+    for i in 0..6 {
+        for t in 0..full.dim().1 {
+            let c = cosine(full.slice(ndarray::s![i, t, ..]), half.slice(ndarray::s![i, t, ..]));
+            assert!(c >= 0.99, "image {i} token {t}: cosine {c}");
+        }
+        let c = cosine(full.slice(ndarray::s![i, 0, ..]), half.slice(ndarray::s![i, 0, ..]));
+        assert!(c >= 0.999, "image {i}: class-token cosine {c}");
+    }
+    assert!(full.iter().zip(half.iter()).any(|(a, b)| a != b), "bf16 gave fp32's bits");
+    // Training stays fp32.
+    let e = plugin
+        .create_trainer(
+            &serde_json::from_value(json!({"model": path, "device": "cpu", "precision": "bf16"}))
+                .unwrap(),
+        )
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.to_string().contains("training runs in fp32"), "{e}");
 }
 
 #[test]
