@@ -31,6 +31,7 @@ pub fn run(args: Args) -> Result<()> {
     plugins(&mut checks);
     checks.push(image_formats());
     checks.push(jpeg_decoder());
+    checks.push(cpu());
     hub(&mut checks);
     let broken = checks.iter().filter(|c| c.required && !c.ok).count();
     if args.json {
@@ -186,6 +187,36 @@ fn jpeg_decoder() -> Check {
             }
         },
         fix: turbo.is_err().then(|| irtdb_image::turbo::INSTALL_HINT.to_string()),
+    }
+}
+
+/// What this CPU offers the forward: the instructions that make `--precision int8` (VNNI) and
+/// `--precision bf16` (AVX512-BF16) pay, and the threads.
+fn cpu() -> Check {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    #[cfg(target_arch = "x86_64")]
+    let (vnni, bf16) = (
+        is_x86_feature_detected!("avx512vnni") || is_x86_feature_detected!("avxvnni"),
+        is_x86_feature_detected!("avx512bf16"),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let (vnni, bf16) = (false, false);
+    let int8 = if vnni {
+        "int8 fast (VNNI: --precision int8, ~2x fp32)"
+    } else {
+        "no VNNI (--precision int8 gains less)"
+    };
+    let b16 = if bf16 {
+        "bf16 fast (AVX512-BF16: --plugin tch-cuda --precision bf16, ~1.7x fp32)"
+    } else {
+        "no AVX512-BF16 (bf16 would be slower than fp32)"
+    };
+    Check {
+        what: "CPU",
+        ok: true,
+        required: false,
+        found: format!("{threads} threads; {int8}; {b16}"),
+        fix: None,
     }
 }
 

@@ -271,3 +271,32 @@ fn the_model_cache_keeps_precisions_apart() {
         assert_eq!(fp32, fp32_again, "{m}");
     }
 }
+
+#[test]
+fn doctor_says_which_precisions_this_cpu_runs_fast() {
+    let out = irtdb().args(["doctor", "--json"]).output().expect("run irtdb doctor");
+    let j = json(&out);
+    let checks = j["checks"].as_array().expect("checks");
+    let cpu = checks.iter().find(|c| c["what"] == "CPU").unwrap_or_else(|| panic!("{j:#}"));
+    let found = cpu["found"].as_str().unwrap();
+    let threads = std::thread::available_parallelism().unwrap().get();
+    assert!(found.starts_with(&format!("{threads} threads")), "{found}");
+    // Independently: the flags the kernel reports.
+    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
+        let flags: std::collections::HashSet<&str> = info
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        let vnni = flags.contains("avx512_vnni") || flags.contains("avx_vnni");
+        assert_eq!(found.contains("int8 fast"), vnni, "{found}");
+        assert_eq!(found.contains("bf16 fast"), flags.contains("avx512_bf16"), "{found}");
+    }
+    // And which JPEG decoder large photos get: libjpeg-turbo exactly when the loader knows it.
+    let jpeg = checks.iter().find(|c| c["what"] == "JPEG decoding").expect("a JPEG check");
+    let found = jpeg["found"].as_str().unwrap();
+    if let Ok(out) = Command::new("ldconfig").arg("-p").output() {
+        let listed = String::from_utf8_lossy(&out.stdout).contains("libturbojpeg.so.0");
+        assert_eq!(found.starts_with("libjpeg-turbo"), listed, "{found}");
+    }
+}
