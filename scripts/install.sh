@@ -79,33 +79,27 @@ if [ "$with_tch" -eq 1 ]; then
   [ -d "$root/.deps/libtorch/nvidia" ] && cp -a "$root/.deps/libtorch/nvidia" "$plugins/libtorch/nvidia"
 fi
 
-# HEIC/AVIF photos: irtdb loads the system's libheif at run time. Installed here when missing
-# and the package manager can be used without a password prompt; otherwise said.
-if ! ldconfig -p 2>/dev/null | grep -q 'libheif\.so\.1'; then
-  sudo_cmd=()
+# System libraries irtdb loads at run time when present (it runs without them). Installed here
+# when missing and the package manager can be used without a password prompt; otherwise said.
+# optional_library SONAME_REGEX DEBIAN_PACKAGE WHAT_FOR WITHOUT_IT HOW_ELSEWHERE
+optional_library() {
+  ldconfig -p 2>/dev/null | grep -q "$1" && return 0
+  local sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo -n)
   if command -v apt-get >/dev/null && "${sudo_cmd[@]}" true 2>/dev/null \
-      && DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends libheif1 >/dev/null; then
-    echo "installed libheif1 (HEIC/AVIF decoding)"
+      && DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "$2" >/dev/null; then
+    echo "installed $2 ($3)"
   else
-    echo "note: libheif is not installed: HEIC/HEIF and AVIF photos will be skipped with a reason;"
-    echo "      install it (Debian/Ubuntu: sudo apt install libheif1; Fedora: sudo dnf install libheif; macOS: brew install libheif)"
+    echo "note: $2 is not installed: $4;"
+    echo "      install it (Debian/Ubuntu: sudo apt install $2; $5)"
   fi
-fi
-
-# Large JPEGs: irtdb loads libjpeg-turbo's TurboJPEG library at run time for scaled decoding
-# (without it, a slower pure-Rust decoder). Installed here when missing, as libheif is.
-if ! ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0'; then
-  sudo_cmd=()
-  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo -n)
-  if command -v apt-get >/dev/null && "${sudo_cmd[@]}" true 2>/dev/null \
-      && DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends libturbojpeg0 >/dev/null; then
-    echo "installed libturbojpeg0 (fast decoding of large JPEGs)"
-  else
-    echo "note: libturbojpeg is not installed: large JPEGs are decoded ~1.5x slower;"
-    echo "      install it (Debian/Ubuntu: sudo apt install libturbojpeg0; Fedora: sudo dnf install turbojpeg; macOS: brew install jpeg-turbo)"
-  fi
-fi
+}
+optional_library 'libheif\.so\.1' libheif1 "HEIC/AVIF decoding" \
+  "HEIC/HEIF and AVIF photos will be skipped with a reason" \
+  "Fedora: sudo dnf install libheif; macOS: brew install libheif"
+optional_library 'libturbojpeg\.so\.0' libturbojpeg0 "fast decoding of large JPEGs" \
+  "large JPEGs are decoded ~1.5x slower" \
+  "Fedora: sudo dnf install turbojpeg; macOS: brew install jpeg-turbo"
 
 echo "installed irtdb into $prefix"
 case ":$PATH:" in

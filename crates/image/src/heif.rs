@@ -87,15 +87,9 @@ fn api() -> std::result::Result<&'static Api, &'static str> {
 }
 
 fn load() -> std::result::Result<Api, String> {
-    let mut errors = Vec::new();
-    for name in LIBRARY_NAMES {
-        // SAFETY: loading libheif runs its (side-effect free) initialisers only.
-        match unsafe { libloading::Library::new(name) } {
-            Ok(lib) => return resolve(lib).map_err(|e| format!("{name}: {e}")),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    Err(format!("libheif was not found ({})", errors.join("; ")))
+    // SAFETY: loading libheif runs its (side-effect free) initialisers only.
+    let (lib, name) = unsafe { crate::dylib::open_first("libheif", LIBRARY_NAMES) }?;
+    resolve(lib).map_err(|e| format!("{name}: {e}"))
 }
 
 fn resolve(lib: libloading::Library) -> std::result::Result<Api, libloading::Error> {

@@ -20,6 +20,7 @@
 mod augment;
 mod batch;
 mod decode;
+mod dylib;
 mod edit;
 mod error;
 pub mod heif;

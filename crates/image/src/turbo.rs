@@ -90,15 +90,9 @@ fn load() -> std::result::Result<Api, String> {
     if std::env::var_os("IRTDB_NO_TURBOJPEG").is_some_and(|v| !v.is_empty() && v != "0") {
         return Err("disabled by IRTDB_NO_TURBOJPEG".into());
     }
-    let mut errors = Vec::new();
-    for name in LIBRARY_NAMES {
-        // SAFETY: loading libturbojpeg runs its (side-effect free) initialisers only.
-        match unsafe { libloading::Library::new(name) } {
-            Ok(lib) => return resolve(lib, name).map_err(|e| format!("{name}: {e}")),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    Err(format!("libturbojpeg was not found ({})", errors.join("; ")))
+    // SAFETY: loading libturbojpeg runs its (side-effect free) initialisers only.
+    let (lib, name) = unsafe { crate::dylib::open_first("libturbojpeg", LIBRARY_NAMES) }?;
+    resolve(lib, name).map_err(|e| format!("{name}: {e}"))
 }
 
 fn resolve(lib: libloading::Library, name: &'static str) -> Result<Api, libloading::Error> {
