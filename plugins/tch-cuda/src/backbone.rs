@@ -235,8 +235,9 @@ impl TchBackbone {
         }
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let out = tch::no_grad(|| {
+            // to_kind to the kind the tensor has already (fp32) returns it as it is.
             let x = Tensor::from_slice(input).reshape(&dims).to_device(self.device);
-            let x = if self.kind == Kind::Float { x } else { x.to_kind(self.kind) };
+            let x = x.to_kind(self.kind);
             self.net.forward_features(&x).to_device(Device::Cpu).to_kind(Kind::Float)
         });
         Ok(out)
